@@ -1,0 +1,63 @@
+// KvApi and KvCaller: the seam between the load generator and the service it
+// drives (raftkv.v1.KV or etcdserverpb.KV), so that both get exactly the same
+// load from the same engine.
+//
+// A KvApi is a factory, immutable after construction; any thread may use it.
+// A KvCaller belongs to one logical client and has at most one call
+// outstanding (its request, response and ClientContext are reused per call):
+// Start() may be called from any thread, but only after the previous call's
+// observer has been told it finished. The observer is called exactly once per
+// Start(), on a gRPC callback thread, and must not block.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "bench/options.h"
+
+namespace raftkv::bench {
+
+enum class OpKind { kPut, kGet };
+
+class CallObserver {
+ public:
+  virtual ~CallObserver() = default;
+  virtual void OnCallDone(const grpc::Status& status) = 0;
+};
+
+class KvCaller {
+ public:
+  virtual ~KvCaller() = default;
+  // Starts a Put of the caller's fixed value, or a Get (serializable or not,
+  // as fixed at construction), of `key`, failing with DEADLINE_EXCEEDED at
+  // `deadline`.
+  virtual void Start(OpKind op, const std::string& key, absl::Time deadline) = 0;
+};
+
+class KvApi {
+ public:
+  virtual ~KvApi() = default;
+  // `observer` must outlive the caller.
+  virtual std::unique_ptr<KvCaller> NewCaller(std::shared_ptr<grpc::Channel> channel,
+                                              const std::string& value, bool serializable,
+                                              CallObserver* observer) const = 0;
+  // The endpoint (one of `endpoints`) that currently leads, waiting up to
+  // `wait` for a cluster that is still electing one.
+  virtual absl::StatusOr<std::string> FindLeader(const std::vector<std::string>& endpoints,
+                                                 absl::Duration wait) const = 0;
+};
+
+std::unique_ptr<KvApi> NewRaftkvApi();
+std::unique_ptr<KvApi> NewEtcdApi();
+std::unique_ptr<KvApi> NewApi(Api api);
+
+// A channel of its own (its own subchannel pool and a distinguishing channel
+// argument), so that N channels to one endpoint are N TCP connections.
+std::shared_ptr<grpc::Channel> NewBenchChannel(const std::string& endpoint, int index);
+
+}  // namespace raftkv::bench
