@@ -78,7 +78,10 @@ uint64_t Histogram::ValueAtPercentile(double percentile) const {
   if (count_ == 0) return 0;
   percentile = std::clamp(percentile, 0.0, 100.0);
   // The rank of the sample we want, 1-based: at least 1, at most count_.
-  auto rank = static_cast<uint64_t>(std::ceil(percentile / 100.0 * static_cast<double>(count_)));
+  // The relative epsilon keeps 99.9% of 1000 at rank 999, not 1000, despite
+  // the rounding of 99.9 / 100.
+  auto rank = static_cast<uint64_t>(
+      std::ceil(percentile / 100.0 * static_cast<double>(count_) * (1 - 1e-12)));
   rank = std::clamp<uint64_t>(rank, 1, count_);
   uint64_t seen = 0;
   for (size_t i = 0; i < buckets_.size(); ++i) {
