@@ -9,6 +9,7 @@ packages=(
   libabsl-dev libleveldb-dev libsnappy-dev libgtest-dev libgmock-dev libbenchmark-dev
   libspdlog-dev libcpp-httplib-dev libcli11-dev
   python3-grpcio python3-protobuf procps iproute2
+  etcd-server etcd-client
 )
 
 missing=()

@@ -1,0 +1,511 @@
+#!/usr/bin/python3
+"""raftkv against etcd on this machine, in one run, with the same load.
+
+Starts a three-member etcd cluster (Debian's etcd-server: fsync on, default
+settings, --logger=zap) and a three-node raftkv cluster (raftd from the build
+tree), all on 127.0.0.1 with ports of their own and data under one temporary
+directory; runs each workload against both systems in turn (alternating which
+goes first), each run preceded by a warm-up; records every node's peak resident
+memory (VmHWM) and CPU time (utime + stime) just before stopping it; prints one
+table and writes the same as JSON.
+
+Everything it starts it stops by PID, and it removes its temporary directory,
+on success, failure or interruption. The full run takes about four minutes; the
+--smoke run (a second or two per system and workload) runs in the test suite so
+the script cannot rot. It is a benchmark: its numbers never fail it; a run that
+cannot start a cluster, or a bench run that fails or gets errors, does.
+
+Usage:
+  compare_etcd.py --build-dir BUILD [--smoke] [--json OUT] [--systems etcd,raftkv]
+                  [--duration S] [--warmup S] [--data-root DIR] [--keep-data]
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HOST = "127.0.0.1"
+
+# (name, bench flags). 8-byte keys and 256-byte values unless stated; puts go
+# to random keys out of 100,000, reads to one key written beforehand.
+FULL_WORKLOADS = [
+    ("put 1 client", ["put", "--clients=1", "--conns=1"]),
+    ("put 64 clients/16 conns", ["put", "--clients=64", "--conns=16"]),
+    ("put 1000 clients/100 conns leader", ["put", "--clients=1000", "--conns=100"]),
+    ("put 1000 clients/100 conns all",
+     ["put", "--clients=1000", "--conns=100", "--target=all"]),
+    ("get-l 1 client", ["get", "--clients=1", "--conns=1", "--consistency=l", "--key-space=one"]),
+    ("get-l 100 clients",
+     ["get", "--clients=100", "--conns=10", "--consistency=l", "--key-space=one"]),
+    ("get-s 1 client", ["get", "--clients=1", "--conns=1", "--consistency=s", "--key-space=one"]),
+    ("get-s 100 clients",
+     ["get", "--clients=100", "--conns=10", "--consistency=s", "--key-space=one"]),
+]
+SMOKE_WORKLOADS = [
+    ("put 64 clients/16 conns", ["put", "--clients=64", "--conns=16"]),
+    ("get-l 100 clients",
+     ["get", "--clients=100", "--conns=10", "--consistency=l", "--key-space=one"]),
+]
+COMMON_FLAGS = ["--key-size=8", "--val-size=256", "--keys=100000", "--timeout=10s", "-w", "json"]
+
+
+def log(msg):
+    print(f"[compare {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Failure(Exception):
+    pass
+
+
+def free_ports(n):
+    """n distinct free TCP ports on 127.0.0.1 (held open together while chosen)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_open(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def wait_until(what, predicate, timeout_s, poll_s=0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll_s)
+    raise Failure(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def proc_usage(pid):
+    """Peak RSS (KiB) and CPU seconds of a live process, from /proc."""
+    hwm_kb = None
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm_kb = int(line.split()[1])
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    # Fields after the parenthesised command name; utime and stime are fields
+    # 14 and 15 of the whole line.
+    rest = stat[stat.rindex(")") + 2:].split()
+    ticks = int(rest[11]) + int(rest[12])
+    return hwm_kb, ticks / os.sysconf("SC_CLK_TCK")
+
+
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    # Runs in the child before exec: if this script is killed outright
+    # (SIGKILL), the kernel still sends the server SIGTERM.
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Node:
+    """One server process we started; stopped by its PID."""
+
+    def __init__(self, name, argv, log_path, client_port):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.client_port = client_port
+        self.proc = None
+        self.usage = None  # (peak_rss_kb, cpu_s), taken just before stopping
+
+    def start(self):
+        self.log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            raise Failure(f"{self.name} (pid {self.proc.pid}) exited with {self.proc.returncode};"
+                          f" log tail:\n{tail(self.log_path)}")
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.alive():
+            try:
+                self.usage = proc_usage(self.proc.pid)
+            except (OSError, ValueError):
+                pass
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} (pid {self.proc.pid}) ignored SIGTERM; killing it")
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log_file.close()
+        self.proc = None
+
+
+def tail(path, lines=15):
+    try:
+        with open(path, "rb") as f:
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class Cluster:
+    def __init__(self, system):
+        self.system = system
+        self.nodes = []
+
+    def endpoints(self):
+        return [f"{HOST}:{n.client_port}" for n in self.nodes]
+
+    def check_alive(self):
+        for n in self.nodes:
+            n.check_alive()
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+    def usage(self):
+        out = {}
+        for n in self.nodes:
+            if n.usage:
+                out[n.name] = {"peak_rss_mb": round(n.usage[0] / 1024, 1),
+                               "cpu_s": round(n.usage[1], 2)}
+        return out
+
+
+def ensure_etcd():
+    if shutil.which("etcd") and shutil.which("etcdctl"):
+        return
+    log("installing etcd-server and etcd-client from Debian")
+    prefix = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(prefix + ["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(prefix + ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                             "etcd-server", "etcd-client"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    if not (shutil.which("etcd") and shutil.which("etcdctl")):
+        raise Failure("etcd-server / etcd-client installed but etcd or etcdctl not on PATH")
+
+
+def start_etcd(root, ports):
+    cluster = Cluster("etcd")
+    client_ports, peer_ports = ports[:3], ports[3:6]
+    names = [f"etcd{i + 1}" for i in range(3)]
+    initial = ",".join(f"{names[i]}=http://{HOST}:{peer_ports[i]}" for i in range(3))
+    for i in range(3):
+        data = os.path.join(root, "etcd", names[i])
+        os.makedirs(data)
+        argv = ["etcd", "--name", names[i], "--data-dir", data,
+                "--listen-client-urls", f"http://{HOST}:{client_ports[i]}",
+                "--advertise-client-urls", f"http://{HOST}:{client_ports[i]}",
+                "--listen-peer-urls", f"http://{HOST}:{peer_ports[i]}",
+                "--initial-advertise-peer-urls", f"http://{HOST}:{peer_ports[i]}",
+                "--initial-cluster", initial, "--initial-cluster-state", "new",
+                "--initial-cluster-token", "raftkv-compare", "--logger=zap",
+                "--log-outputs", os.path.join(root, "etcd", f"{names[i]}.zap.log")]
+        cluster.nodes.append(Node(names[i], argv, os.path.join(root, "etcd", f"{names[i]}.out"),
+                                  client_ports[i]))
+    for n in cluster.nodes:
+        n.start()
+    return cluster
+
+
+def etcd_leader(cluster, timeout_s=30):
+    """The client endpoint of etcd's leader, from `etcdctl endpoint status`."""
+    found = {}
+
+    def ready():
+        cluster.check_alive()
+        r = subprocess.run(["etcdctl", "--endpoints", ",".join(cluster.endpoints()),
+                            "--command-timeout=2s", "endpoint", "status", "-w", "json"],
+                           capture_output=True, text=True, env=dict(os.environ, ETCDCTL_API="3"))
+        if r.returncode != 0:
+            return False
+        try:
+            statuses = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            return False
+        if len(statuses) != 3:
+            return False
+        for s in statuses:
+            st = s["Status"]
+            if st.get("leader") and st["header"]["member_id"] == st["leader"]:
+                found["leader"] = s["Endpoint"].replace("http://", "")
+                return True
+        return False
+
+    wait_until("an etcd leader", ready, timeout_s, poll_s=0.3)
+    return found["leader"]
+
+
+def find_raftd(build_dir):
+    for rel in ("service/raftd", "raftd"):
+        p = os.path.join(build_dir, rel)
+        if os.access(p, os.X_OK):
+            return p
+    raise Failure(f"no raftd under {build_dir} (build the raftd target first)")
+
+
+def start_raftkv(root, raftd, ports):
+    cluster = Cluster("raftkv")
+    client_ports, peer_ports = ports[:3], ports[3:6]
+    initial = ",".join(f"{i + 1}={HOST}:{peer_ports[i]}/{HOST}:{client_ports[i]}"
+                       for i in range(3))
+    for i in range(3):
+        data = os.path.join(root, "raftkv", f"node{i + 1}")
+        os.makedirs(data)
+        argv = [raftd, f"--id={i + 1}", f"--initial_cluster={initial}", f"--data_dir={data}",
+                "--log_level=warn"]
+        cluster.nodes.append(Node(f"raftd{i + 1}", argv,
+                                  os.path.join(root, "raftkv", f"node{i + 1}.log"),
+                                  client_ports[i]))
+    for n in cluster.nodes:
+        n.start()
+    return cluster
+
+
+def wait_ports(cluster, timeout_s=30):
+    def ready():
+        cluster.check_alive()
+        return all(port_open(n.client_port) for n in cluster.nodes)
+    wait_until(f"{cluster.system}'s client ports", ready, timeout_s)
+
+
+def run_bench(bench, system, endpoints, flags, duration_s, warmup_s):
+    api = "etcd" if system == "etcd" else "raftkv"
+    argv = [bench] + flags[:1] + [f"--api={api}", "--endpoints=" + ",".join(endpoints)] + \
+        flags[1:] + COMMON_FLAGS + [f"--duration={duration_s}s", f"--warmup={warmup_s}s"]
+    r = subprocess.run(argv, capture_output=True, text=True,
+                       timeout=duration_s + warmup_s + 120)
+    result = None
+    if r.stdout.strip():
+        try:
+            result = json.loads(r.stdout.strip().splitlines()[-1])
+        except json.JSONDecodeError:
+            result = None
+    if result is None:
+        raise Failure(f"bench failed (exit {r.returncode}): {' '.join(argv)}\n{r.stderr.strip()}")
+    result["exit_code"] = r.returncode
+    return result
+
+
+def fdatasync_us(directory, n=200):
+    path = os.path.join(directory, "fdatasync.probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        block = b"x" * 4096
+        start = time.perf_counter()
+        for _ in range(n):
+            os.write(fd, block)
+            os.fdatasync(fd)
+        return (time.perf_counter() - start) / n * 1e6
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def ratio(a, b):
+    return round(a / b, 2) if a and b else None
+
+
+def fmt(v, digits=1):
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def print_table(rows, systems):
+    header = ["workload", "etcd ops/s", "raftkv ops/s", "ratio", "etcd p99 ms", "raftkv p99 ms",
+              "ratio"]
+    lines = []
+    for r in rows:
+        e = r.get("etcd") or {}
+        k = r.get("raftkv") or {}
+        lines.append([r["workload"], fmt(e.get("throughput"), 0), fmt(k.get("throughput"), 0),
+                      fmt(r.get("throughput_ratio"), 2), fmt(e.get("p99_ms"), 2),
+                      fmt(k.get("p99_ms"), 2), fmt(r.get("p99_ratio"), 2)])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    out = []
+    for row in [header] + lines:
+        out.append("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                             for i, (c, w) in enumerate(zip(row, widths))))
+        if row is header:
+            out.append("  ".join("-" * w for w in widths))
+    print("\n".join(out))
+    print("(ratio: raftkv / etcd; throughput higher is better, p99 lower is better)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build-dir", required=True, help="raftkv build tree (raftkv-bench, raftd)")
+    ap.add_argument("--bench", help="raftkv-bench (default: BUILD/bench/raftkv-bench)")
+    ap.add_argument("--raftd", help="raftd (default: BUILD/service/raftd)")
+    ap.add_argument("--smoke", action="store_true", help="a short run for the test suite")
+    ap.add_argument("--json", help="write the results here as JSON")
+    ap.add_argument("--systems", default="etcd,raftkv", help="comma-separated: etcd, raftkv")
+    ap.add_argument("--duration", type=float, help="measured seconds per run")
+    ap.add_argument("--warmup", type=float, help="warm-up seconds before each run")
+    ap.add_argument("--workloads", help="comma-separated workload names to run (default all)")
+    ap.add_argument("--data-root", help="parent of the temporary data directory")
+    ap.add_argument("--keep-data", action="store_true", help="keep data and logs (debugging)")
+    args = ap.parse_args()
+
+    systems = [s for s in args.systems.split(",") if s]
+    for s in systems:
+        if s not in ("etcd", "raftkv"):
+            ap.error(f"unknown system {s!r}")
+    workloads = SMOKE_WORKLOADS if args.smoke else FULL_WORKLOADS
+    if args.workloads:
+        wanted = set(args.workloads.split(","))
+        workloads = [w for w in FULL_WORKLOADS + SMOKE_WORKLOADS if w[0] in wanted]
+        workloads = list(dict(workloads).items())
+        if not workloads:
+            ap.error("no workload matches --workloads")
+    duration = args.duration or (1.0 if args.smoke else 10.0)
+    warmup = args.warmup if args.warmup is not None else (0.5 if args.smoke else 2.0)
+    bench = args.bench or os.path.join(args.build_dir, "bench", "raftkv-bench")
+    if not os.access(bench, os.X_OK):
+        raise Failure(f"no raftkv-bench at {bench} (build the raftkv-bench target first)")
+    raftd = None
+    if "raftkv" in systems:
+        raftd = args.raftd or find_raftd(args.build_dir)
+        if not os.access(raftd, os.X_OK):
+            raise Failure(f"raftd {raftd} is not an executable")
+    if "etcd" in systems:
+        ensure_etcd()
+
+    root = tempfile.mkdtemp(prefix="raftkv-compare-", dir=args.data_root)
+    clusters = {}
+    started = time.monotonic()
+
+    def cleanup():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for c in clusters.values():
+            c.stop()
+        if args.keep_data:
+            log(f"data and logs kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    failures = []
+    rows = []
+    sync_us = None
+    try:
+        sync_us = fdatasync_us(root)
+        log(f"data under {root}; fdatasync of 4 KiB takes {sync_us:.0f} us on average")
+        ports = free_ports(12)  # all at once, so that no two are the same
+        if "etcd" in systems:
+            clusters["etcd"] = start_etcd(root, ports[:6])
+        if "raftkv" in systems:
+            clusters["raftkv"] = start_raftkv(root, raftd, ports[6:])
+        targets = {}
+        if "etcd" in systems:
+            wait_ports(clusters["etcd"])
+            leader = etcd_leader(clusters["etcd"])
+            # The etcd driver takes the first endpoint as the leader.
+            others = [e for e in clusters["etcd"].endpoints() if e != leader]
+            targets["etcd"] = {"leader": [leader], "all": [leader] + others}
+            log(f"etcd {clusters['etcd'].endpoints()} up, leader {leader}")
+        if "raftkv" in systems:
+            wait_ports(clusters["raftkv"])
+            # raftkv-bench finds the leader itself through Cluster/Status.
+            eps = clusters["raftkv"].endpoints()
+            targets["raftkv"] = {"leader": eps, "all": eps}
+            log(f"raftkv {eps} up")
+
+        for i, (name, flags) in enumerate(workloads):
+            row = {"workload": name, "flags": flags}
+            order = systems if i % 2 == 0 else list(reversed(systems))
+            for system in order:
+                clusters[system].check_alive()
+                target = "all" if "--target=all" in flags else "leader"
+                try:
+                    res = run_bench(bench, system, targets[system][target], flags, duration,
+                                    warmup)
+                except (Failure, subprocess.TimeoutExpired) as e:
+                    failures.append(f"{name} on {system}: {e}")
+                    log(f"FAILED {name} on {system}: {e}")
+                    continue
+                row[system] = {"throughput": res["throughput"],
+                               "p99_ms": res["latency_ms"]["p99"], "ok": res["ok"],
+                               "failed": res["failed"], "latency_ms": res["latency_ms"],
+                               "errors": res["errors"]}
+                if res["failed"] or res["exit_code"] != 0 or res["ok"] == 0:
+                    failures.append(f"{name} on {system}: {res['ok']} ok, {res['failed']} failed,"
+                                    f" exit {res['exit_code']}, errors {res['errors']}")
+                log(f"{name:36s} {system:6s} {res['throughput']:10.0f} ops/s  "
+                    f"p99 {res['latency_ms']['p99']:8.2f} ms  failed {res['failed']}")
+            e, k = row.get("etcd"), row.get("raftkv")
+            if e and k:
+                row["throughput_ratio"] = ratio(k["throughput"], e["throughput"])
+                row["p99_ratio"] = ratio(k["p99_ms"], e["p99_ms"])
+            rows.append(row)
+
+        for c in clusters.values():
+            c.check_alive()
+    except Failure as e:
+        failures.append(str(e))
+    except KeyboardInterrupt as e:
+        failures.append(f"interrupted ({e})")
+    finally:
+        cleanup()
+
+    usage = {name: c.usage() for name, c in clusters.items()}
+    print_table(rows, systems)
+    for name, nodes in usage.items():
+        if nodes:
+            rss = sum(n["peak_rss_mb"] for n in nodes.values())
+            cpu = sum(n["cpu_s"] for n in nodes.values())
+            per = ", ".join(f"{k} {v['peak_rss_mb']} MB/{v['cpu_s']} s" for k, v in nodes.items())
+            print(f"{name}: peak RSS {rss:.1f} MB total, CPU {cpu:.1f} s total ({per})")
+    elapsed = time.monotonic() - started
+    print(f"fdatasync (4 KiB) {fmt(sync_us, 0)} us on average; the run took {elapsed:.0f} s")
+    report = {"mode": "smoke" if args.smoke else "full", "duration_s": duration,
+              "warmup_s": warmup, "elapsed_s": round(elapsed, 1), "workloads": rows,
+              "resources": usage, "failures": failures,
+              "fdatasync_us": None if sync_us is None else round(sync_us, 1)}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+    if failures:
+        print("FAILURES:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Failure as e:
+        print(f"compare_etcd: {e}", file=sys.stderr)
+        sys.exit(1)
