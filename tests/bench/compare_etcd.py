@@ -24,6 +24,7 @@ import argparse
 import ctypes
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -299,8 +300,10 @@ def run_bench(bench, system, endpoints, flags, duration_s, warmup_s):
     api = "etcd" if system == "etcd" else "raftkv"
     argv = [bench] + flags[:1] + [f"--api={api}", "--endpoints=" + ",".join(endpoints)] + \
         flags[1:] + COMMON_FLAGS + [f"--duration={duration_s}s", f"--warmup={warmup_s}s"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(argv, capture_output=True, text=True,
                        timeout=duration_s + warmup_s + 120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = None
     if r.stdout.strip():
         try:
@@ -310,6 +313,9 @@ def run_bench(bench, system, endpoints, flags, duration_s, warmup_s):
     if result is None:
         raise Failure(f"bench failed (exit {r.returncode}): {' '.join(argv)}\n{r.stderr.strip()}")
     result["exit_code"] = r.returncode
+    # The load generator shares the machine's cores with the servers.
+    result["bench_cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime -
+                                  before.ru_stime, 2)
     return result
 
 
@@ -458,12 +464,13 @@ def main():
                 row[system] = {"throughput": res["throughput"],
                                "p99_ms": res["latency_ms"]["p99"], "ok": res["ok"],
                                "failed": res["failed"], "latency_ms": res["latency_ms"],
-                               "errors": res["errors"]}
+                               "errors": res["errors"], "bench_cpu_s": res["bench_cpu_s"]}
                 if res["failed"] or res["exit_code"] != 0 or res["ok"] == 0:
                     failures.append(f"{name} on {system}: {res['ok']} ok, {res['failed']} failed,"
                                     f" exit {res['exit_code']}, errors {res['errors']}")
                 log(f"{name:36s} {system:6s} {res['throughput']:10.0f} ops/s  "
-                    f"p99 {res['latency_ms']['p99']:8.2f} ms  failed {res['failed']}")
+                    f"p99 {res['latency_ms']['p99']:8.2f} ms  failed {res['failed']}  "
+                    f"bench cpu {res['bench_cpu_s']:.1f} s")
             e, k = row.get("etcd"), row.get("raftkv")
             if e and k:
                 row["throughput_ratio"] = ratio(k["throughput"], e["throughput"])
