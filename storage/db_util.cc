@@ -8,7 +8,14 @@
 #include <filesystem>
 #include <system_error>
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "leveldb/env.h"
+#include "leveldb/iterator.h"
+#include "leveldb/table.h"
 
 namespace raftkv::storage::internal {
 
@@ -65,12 +72,54 @@ std::string Advice(const DbName& db) {
       "member so that it copies its state from the leader.");
 }
 
+// LevelDB's "block checksum mismatch" does not say which file; on that
+// error path, read every table file once to name the damaged ones.
+std::string DamagedTables(const std::string& dir) {
+  leveldb::Env* env = leveldb::Env::Default();
+  std::vector<std::string> children;
+  if (!env->GetChildren(dir, &children).ok()) return "";
+  std::sort(children.begin(), children.end());
+  std::vector<std::string> bad;
+  for (const std::string& name : children) {
+    if (!name.ends_with(".ldb") && !name.ends_with(".sst")) continue;
+    const std::string path = dir + "/" + name;
+    uint64_t size = 0;
+    leveldb::RandomAccessFile* file = nullptr;
+    if (!env->GetFileSize(path, &size).ok() || !env->NewRandomAccessFile(path, &file).ok()) {
+      bad.push_back(name);
+      continue;
+    }
+    leveldb::Options options;
+    options.paranoid_checks = true;
+    leveldb::Table* table = nullptr;
+    bool ok = leveldb::Table::Open(options, file, size, &table).ok();
+    if (ok) {
+      leveldb::ReadOptions ro;
+      ro.verify_checksums = true;
+      ro.fill_cache = false;
+      std::unique_ptr<leveldb::Iterator> it(table->NewIterator(ro));
+      for (it->SeekToFirst(); it->Valid() && it->status().ok(); it->Next()) {
+      }
+      ok = it->status().ok();
+    }
+    delete table;
+    delete file;
+    if (!ok) bad.push_back(name);
+  }
+  if (bad.empty()) return "";
+  return absl::StrCat(" (damaged file", bad.size() > 1 ? "s" : "", ": ", absl::StrJoin(bad, ", "),
+                      ")");
+}
+
 }  // namespace
 
 absl::Status FromLevelDb(const DbName& db, absl::string_view what, const leveldb::Status& s) {
   if (s.ok()) return absl::OkStatus();
   std::string msg = absl::StrCat(db.kind, " at ", db.dir, ": ", what, " failed: ", s.ToString(), ".");
-  if (s.IsCorruption()) return absl::DataLossError(absl::StrCat(msg, Advice(db)));
+  if (s.IsCorruption()) {
+    msg.pop_back();  // the final "."
+    return absl::DataLossError(absl::StrCat(msg, DamagedTables(db.dir), ".", Advice(db)));
+  }
   if (s.IsIOError()) {
     if (s.ToString().find("LOCK") != std::string::npos) {
       return absl::UnavailableError(absl::StrCat(

@@ -119,6 +119,9 @@ absl::Status LogStore::Load() {
   uint64_t last_term = snapshot_.term();
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(ro));
   for (it->Seek(std::string(1, kEntryPrefix)); it->Valid() && IsEntryKey(it->key()); it->Next()) {
+    // A damaged block makes LevelDB's iterator skip to the next one with its
+    // status set: check at every step, or the damage looks like a gap.
+    if (!it->status().ok()) break;
     const uint64_t index = internal::GetBigEndian64(it->key().data() + 1);
     if (index <= snapshot_.index()) {
       return Corrupt(name, absl::StrCat("entry ", index, " is still stored although the snapshot "
@@ -396,7 +399,7 @@ absl::StatusOr<std::vector<Entry>> LogStore::Entries(uint64_t lo, uint64_t hi,
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(internal::VerifiedRead()));
   uint64_t want = lo;
   for (it->Seek(EntryKey(lo)); want < hi; it->Next(), ++want) {
-    if (!it->Valid() || !IsEntryKey(it->key()) ||
+    if (!it->status().ok() || !it->Valid() || !IsEntryKey(it->key()) ||
         internal::GetBigEndian64(it->key().data() + 1) != want) {
       if (!it->status().ok()) return FromLevelDb(name, absl::StrCat("read entry ", want), it->status());
       return Corrupt(name, absl::StrCat("entry ", want, " is missing"));

@@ -54,7 +54,7 @@ absl::StatusOr<std::optional<std::string>> SnapshotReader::Next() {
   }
   std::string body;
   uint64_t n = 0;
-  while (it_->Valid() && body.size() < chunk_bytes_) {
+  while (it_->Valid() && it_->status().ok() && body.size() < chunk_bytes_) {
     if (it_->key() != leveldb::Slice(internal::kFormatKey)) {
       PutRecord(&body, it_->key(), it_->value());
       ++n;

@@ -190,6 +190,11 @@ absl::Status StateMachine::OpenActive() {
     // ACTIVE was written (then db-000001 is reused as it is).
     generation_ = 1;
     db_name_ = internal::DbDirName(generation_);
+    if (fs::exists(fs::path(dir_) / "CURRENT", ec)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir_, " is a LevelDB database itself, not a state machine directory (which holds an "
+                "ACTIVE file and db-NNNNNN databases); is it the log directory?"));
+    }
     for (const auto& f : fs::directory_iterator(dir_, ec)) {
       const std::string name = f.path().filename().string();
       uint64_t g;
@@ -245,7 +250,7 @@ absl::Status StateMachine::OpenActive() {
   if (options_.verify_on_open) {
     std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(ro));
     uint64_t n = 0;
-    for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
+    for (it->SeekToFirst(); it->Valid() && it->status().ok(); it->Next()) ++n;
     if (!it->status().ok()) return FromLevelDb(name, "verify every record", it->status());
   }
   return absl::OkStatus();
@@ -473,6 +478,7 @@ absl::Status StateMachine::ExpireSessions(uint64_t applied, Pending& p,
   int n = 0;
   for (it->Seek(std::string(1, internal::kExpiryPrefix));
        it->Valid() && n < kMaxExpiredPerApply; it->Next()) {
+    if (!it->status().ok()) break;
     const leveldb::Slice k = it->key();
     if (k.size() != 17 || k[0] != internal::kExpiryPrefix) break;
     const uint64_t last_index = internal::GetBigEndian64(k.data() + 1);
@@ -625,6 +631,7 @@ absl::StatusOr<StateMachine::RangeResult> StateMachine::Range(std::string_view s
       end.empty() ? std::string(1, internal::kDataPrefix + 1) : internal::DataKey(end);
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(internal::VerifiedRead()));
   for (it->Seek(first); it->Valid() && it->key().compare(stop) < 0; it->Next()) {
+    if (!it->status().ok()) break;  // a damaged block: never skip keys silently
     if (limit != 0 && out.kvs.size() == limit) {
       out.more = true;
       break;
