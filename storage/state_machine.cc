@@ -469,23 +469,27 @@ absl::StatusOr<CommandResult> StateMachine::ApplyCommand(const Command& cmd, Pen
 }
 
 absl::Status StateMachine::ExpireSessions(uint64_t applied, Pending& p,
-                                          leveldb::WriteBatch* batch) const {
+                                          leveldb::WriteBatch* batch, uint64_t* resume) const {
   // Bounded work per call; the rest goes with the next Apply. Whether a
   // session is live is decided per entry in Apply (by log position), so when
   // a record is physically removed does not affect any result.
   constexpr int kMaxExpiredPerApply = 1024;
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(internal::VerifiedRead()));
   int n = 0;
-  for (it->Seek(std::string(1, internal::kExpiryPrefix));
+  *resume = expiry_scan_from_;
+  for (it->Seek(internal::ExpiryKey(expiry_scan_from_, 0));
        it->Valid() && n < kMaxExpiredPerApply; it->Next()) {
     if (!it->status().ok()) break;
     const leveldb::Slice k = it->key();
     if (k.size() != 17 || k[0] != internal::kExpiryPrefix) break;
     const uint64_t last_index = internal::GetBigEndian64(k.data() + 1);
     const uint64_t client = internal::GetBigEndian64(k.data() + 9);
+    // Once this batch is written, no expiry key below this one remains (each
+    // index has at most one), and new keys only come at indexes > applied.
+    *resume = last_index;
     // Dead for every later entry i > applied: i - last_index > expiry.
     if (applied - last_index < options_.session_expiry_entries) break;
-    if (p.sessions.count(client)) continue;  // re-recorded by this batch
+    if (p.sessions.count(client)) continue;  // re-recorded (and its key replaced) by this batch
     batch->Delete(internal::SessionKey(client));
     batch->Delete(k);
     ++n;
@@ -557,7 +561,8 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
     if (applied == applied_index_) return results;
 
     leveldb::WriteBatch batch;
-    absl::Status s = ExpireSessions(applied, p, &batch);
+    uint64_t expiry_resume = 0;
+    absl::Status s = ExpireSessions(applied, p, &batch, &expiry_resume);
     if (!s.ok()) return s;
     std::string buf;
     for (auto& [key, kv] : p.kvs) {
@@ -585,6 +590,7 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
                     db_->Write(leveldb::WriteOptions(), &batch));
     if (!s.ok()) return s;
     revision = p.revision;
+    expiry_scan_from_ = expiry_resume;
   }
   // Readers may see the new data a moment before the new applied index; they
   // never see an applied index whose data is not there yet.
@@ -757,6 +763,7 @@ absl::Status StateMachine::FinishImport(std::unique_ptr<SnapshotImport> import) 
     db_ = std::move(import->db_);
     db_name_ = import->name_;
     ++generation_;
+    expiry_scan_from_ = 0;
     import->committed_ = true;
     absl::Status load = LoadState();
     if (s.ok()) s = load;

@@ -232,8 +232,10 @@ class StateMachine {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::CommandResult> ApplyCommand(const v1::Command& cmd, Pending& p) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  absl::Status ExpireSessions(uint64_t applied, Pending& p, leveldb::WriteBatch* batch) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Adds deletions of sessions dead for every entry after `applied` to
+  // `batch`; *resume is where the next scan may start once it is written.
+  absl::Status ExpireSessions(uint64_t applied, Pending& p, leveldb::WriteBatch* batch,
+                              uint64_t* resume) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void ReleaseReader();
   void EndImport();
   std::string DbDir() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -252,6 +254,11 @@ class StateMachine {
   int64_t revision_ ABSL_GUARDED_BY(mu_) = 0;
   int live_readers_ ABSL_GUARDED_BY(mu_) = 0;
   bool importing_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Owned by the apply thread (Apply, FinishImport). Every expiry-index key
+  // below this log index is deleted, so the expiry scan starts here instead
+  // of wading through the tombstones of every session ever touched.
+  uint64_t expiry_scan_from_ = 0;
 };
 
 }  // namespace raftkv::storage
