@@ -248,9 +248,11 @@ absl::Status StateMachine::OpenActive() {
   s = LoadState();
   if (!s.ok()) return s;
   if (options_.verify_on_open) {
-    std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(ro));
-    uint64_t n = 0;
-    for (it->SeekToFirst(); it->Valid() && it->status().ok(); it->Next()) ++n;
+    leveldb::ReadOptions scan = ro;
+    scan.fill_cache = false;
+    std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(scan));
+    for (it->SeekToFirst(); it->Valid() && it->status().ok(); it->Next()) {
+    }
     if (!it->status().ok()) return FromLevelDb(name, "verify every record", it->status());
   }
   return absl::OkStatus();
