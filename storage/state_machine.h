@@ -202,7 +202,9 @@ class StateMachine {
   // Atomically replaces the live database by the imported one once every
   // chunk was written; afterwards applied_index() etc. are the snapshot's.
   // FailedPrecondition if the import is incomplete or exports are alive; the
-  // live database is then unchanged.
+  // live database is then unchanged. (Only if fsyncing the directory fails
+  // after ACTIVE was switched does it return an error with the new database
+  // live; applied_index() always tells which one is.)
   absl::Status FinishImport(std::unique_ptr<SnapshotImport> import);
 
   const std::string& dir() const { return dir_; }
