@@ -40,6 +40,8 @@ class Cluster {
   std::vector<ReadState>& reads(uint64_t id) { return reads_[id]; }
   std::vector<std::string>& dropped(uint64_t id) { return dropped_[id]; }
 
+  MemoryStorage& disk(uint64_t id) { return *storage_.at(id); }
+  int snapshots_installed(uint64_t id) { return snapshots_installed_[id]; }
   void Isolate(uint64_t id) { isolated_.insert(id); }
   void Heal() { isolated_.clear(); }
 
@@ -53,6 +55,10 @@ class Cluster {
         Ready rd = node->GetReady();
         Send(rd.messages_send_now);
         MemoryStorage& disk = *storage_[id];
+        if (rd.snapshot) {
+          disk.ApplySnapshot(*rd.snapshot);
+          snapshots_installed_[id]++;
+        }
         ASSERT_TRUE(disk.Append(rd.entries).ok());
         if (rd.hard_state) disk.SetHardState(*rd.hard_state);
         Send(rd.messages_after_persist);
@@ -106,6 +112,7 @@ class Cluster {
   std::map<uint64_t, std::vector<Entry>> applied_;
   std::map<uint64_t, std::vector<ReadState>> reads_;
   std::map<uint64_t, std::vector<std::string>> dropped_;
+  std::map<uint64_t, int> snapshots_installed_;
   std::set<uint64_t> isolated_;
   std::deque<Message> inflight_;
 };
@@ -176,6 +183,28 @@ TEST(Replication, IsolatedFollowerCatchesUpAfterHealing) {
   c.Heal();
   c.TickAll(5);
   EXPECT_EQ(NormalData(c.applied(lagging)).size(), 20u);
+}
+
+TEST(Snapshot, FollowerBehindCompactedLogInstallsSnapshotThenCatchesUp) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  const uint64_t lagging = leader % 3 + 1;
+  c.Isolate(lagging);
+  for (int i = 0; i < 20; ++i) c.node(leader).Propose("v" + std::to_string(i));
+  c.Stabilize();
+  c.TickAll(2);
+  const uint64_t compact_to = c.node(leader).Status().commit - 3;
+  ASSERT_TRUE(c.disk(leader).Compact(compact_to, c.node(leader).Status().conf_state).ok());
+  c.Heal();
+  c.TickAll(5);
+  EXPECT_EQ(c.snapshots_installed(lagging), 1);
+  EXPECT_EQ(c.disk(lagging).FirstIndex(), compact_to + 1);
+  EXPECT_EQ(c.node(lagging).Status().commit, c.node(leader).Status().commit);
+  // Only the entries after the snapshot are applied from the log.
+  auto data = NormalData(c.applied(lagging));
+  ASSERT_FALSE(data.empty());
+  EXPECT_EQ(data.back(), "v19");
+  EXPECT_LT(data.size(), 20u);
 }
 
 TEST(ReadIndex, LeaderAnswersAfterQuorumHeartbeat) {
