@@ -273,7 +273,7 @@ def find_raftd(build_dir):
     raise Failure(f"no raftd under {build_dir} (build the raftd target first)")
 
 
-def start_raftkv(root, raftd, ports):
+def start_raftkv(root, raftd, ports, extra_args):
     cluster = Cluster("raftkv")
     client_ports, peer_ports = ports[:3], ports[3:6]
     initial = ",".join(f"{i + 1}={HOST}:{peer_ports[i]}/{HOST}:{client_ports[i]}"
@@ -282,7 +282,7 @@ def start_raftkv(root, raftd, ports):
         data = os.path.join(root, "raftkv", f"node{i + 1}")
         os.makedirs(data)
         argv = [raftd, f"--id={i + 1}", f"--initial_cluster={initial}", f"--data_dir={data}",
-                "--log_level=warn"]
+                "--log_level=warn"] + extra_args
         cluster.nodes.append(Node(f"raftd{i + 1}", argv,
                                   os.path.join(root, "raftkv", f"node{i + 1}.log"),
                                   client_ports[i]))
@@ -370,6 +370,8 @@ def main():
     ap.add_argument("--build-dir", required=True, help="raftkv build tree (raftkv-bench, raftd)")
     ap.add_argument("--bench", help="raftkv-bench (default: BUILD/bench/raftkv-bench)")
     ap.add_argument("--raftd", help="raftd (default: BUILD/service/raftd)")
+    ap.add_argument("--raftd-arg", action="append", default=[],
+                    help="extra raftd flag, e.g. --raftd-arg=--heartbeat_ms=50 (repeatable)")
     ap.add_argument("--smoke", action="store_true", help="a short run for the test suite")
     ap.add_argument("--json", help="write the results here as JSON")
     ap.add_argument("--systems", default="etcd,raftkv", help="comma-separated: etcd, raftkv")
@@ -434,7 +436,7 @@ def main():
         if "etcd" in systems:
             clusters["etcd"] = start_etcd(root, ports[:6])
         if "raftkv" in systems:
-            clusters["raftkv"] = start_raftkv(root, raftd, ports[6:])
+            clusters["raftkv"] = start_raftkv(root, raftd, ports[6:], args.raftd_arg)
         targets = {}
         if "etcd" in systems:
             wait_ports(clusters["etcd"])
