@@ -62,8 +62,8 @@ int BenchMain(int argc, char** argv) {
 
   // Reads of keys nobody wrote measure a different path; write them first.
   if (o.workload != Workload::kPut && (o.prefill || o.key_space == KeySpace::kOne)) {
-    Phase prefill{Workload::kPut, KeySpace::kSequential,
-                  o.key_space == KeySpace::kOne ? 1 : o.keys, o.max_duration, 0};
+    Phase prefill{Workload::kPut, KeySpace::kSequential, o.key_space == KeySpace::kOne ? 1 : o.keys,
+                  o.max_duration, 0};
     const PhaseResult r = (*generator)->Run(prefill, progress);
     if (r.error_count() > 0 || r.ok < prefill.max_calls) {
       if (live) std::cout << "\r\033[K";
@@ -73,8 +73,8 @@ int BenchMain(int argc, char** argv) {
     }
   }
   if (o.warmup > absl::ZeroDuration()) {
-    (*generator)->Run(Phase{o.workload, o.key_space, Options::kMaxTotal, o.warmup, o.rate},
-                      progress);
+    (*generator)
+        ->Run(Phase{o.workload, o.key_space, Options::kMaxTotal, o.warmup, o.rate}, progress);
   }
   const PhaseResult result =
       (*generator)->Run(Phase{o.workload, o.key_space, o.total, o.duration, o.rate}, progress);

@@ -42,8 +42,8 @@ class RaftkvCaller
     : public CallerBase<raftkv::v1::KV, raftkv::v1::PutRequest, raftkv::v1::PutResponse,
                         raftkv::v1::GetRequest, raftkv::v1::GetResponse> {
  public:
-  RaftkvCaller(std::shared_ptr<grpc::Channel> channel, const std::string& value,
-               bool serializable, CallObserver* observer)
+  RaftkvCaller(std::shared_ptr<grpc::Channel> channel, const std::string& value, bool serializable,
+               CallObserver* observer)
       : CallerBase(std::move(channel), observer) {
     put_request_.set_value(value);
     get_request_.set_serializable(serializable);
@@ -112,9 +112,8 @@ class RaftkvApi : public KvApi {
         raftkv::v1::StatusResponse response;
         const grpc::Status s = stub->Status(&context, raftkv::v1::StatusRequest(), &response);
         if (s.ok() && response.role() == "leader") return endpoints[i];
-        last_errors.push_back(
-            s.ok() ? absl::StrCat(endpoints[i], " is ", response.role())
-                   : absl::StrCat(endpoints[i], ": ", s.error_message()));
+        last_errors.push_back(s.ok() ? absl::StrCat(endpoints[i], " is ", response.role())
+                                     : absl::StrCat(endpoints[i], ": ", s.error_message()));
       }
       if (absl::Now() >= give_up) break;
       absl::SleepFor(absl::Milliseconds(100));
@@ -146,9 +145,7 @@ class EtcdApi : public KvApi {
 
 std::unique_ptr<KvApi> NewRaftkvApi() { return std::make_unique<RaftkvApi>(); }
 std::unique_ptr<KvApi> NewEtcdApi() { return std::make_unique<EtcdApi>(); }
-std::unique_ptr<KvApi> NewApi(Api api) {
-  return api == Api::kEtcd ? NewEtcdApi() : NewRaftkvApi();
-}
+std::unique_ptr<KvApi> NewApi(Api api) { return api == Api::kEtcd ? NewEtcdApi() : NewRaftkvApi(); }
 
 std::shared_ptr<grpc::Channel> NewBenchChannel(const std::string& endpoint, int index) {
   grpc::ChannelArguments args;

@@ -13,6 +13,8 @@
 // deadline; calls carry their own deadline too, so Run() always returns.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -21,8 +23,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -38,9 +38,9 @@ namespace raftkv::bench {
 struct Phase {
   Workload workload = Workload::kPut;
   KeySpace key_space = KeySpace::kRandom;
-  uint64_t max_calls = 0;        // > 0
-  absl::Duration max_time;       // > 0
-  double rate = 0;               // calls per second; 0 = as fast as the clients go
+  uint64_t max_calls = 0;   // > 0
+  absl::Duration max_time;  // > 0
+  double rate = 0;          // calls per second; 0 = as fast as the clients go
 };
 
 struct ErrorCount {
@@ -51,8 +51,8 @@ struct ErrorCount {
 struct PhaseResult {
   uint64_t ok = 0;
   std::map<grpc::StatusCode, ErrorCount> errors;
-  Histogram latency_ns;          // successful calls only
-  absl::Duration elapsed;        // first call started to last call finished
+  Histogram latency_ns;    // successful calls only
+  absl::Duration elapsed;  // first call started to last call finished
 
   uint64_t error_count() const;
 };

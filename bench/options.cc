@@ -70,7 +70,8 @@ absl::StatusOr<bool> IsLoopbackEndpoint(const std::string& endpoint) {
   if (absl::ConsumePrefix(&e, "[")) {
     const size_t close = e.find("]:");
     if (close == absl::string_view::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("endpoint '", endpoint, "' is not [host]:port"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("endpoint '", endpoint, "' is not [host]:port"));
     }
     host = e.substr(0, close);
     port = e.substr(close + 2);
@@ -226,8 +227,8 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv) {
       } else if (value == "random") {
         o.key_space = KeySpace::kRandom;
       } else {
-        return Bad(name, absl::StrCat("unknown key space '", value,
-                                      "' (want one, sequential or random)"));
+        return Bad(
+            name, absl::StrCat("unknown key space '", value, "' (want one, sequential or random)"));
       }
     } else if (name == "keys") {
       auto v = ParseInt(name, value, 1, Options::kMaxTotal);

@@ -32,23 +32,23 @@ struct Options {
   Api api = Api::kRaftkv;
   std::vector<std::string> endpoints;  // host:port
   Target target = Target::kLeader;
-  int conns = 1;      // gRPC channels, each its own TCP connection
-  int clients = 1;    // concurrent logical clients, each one call at a time
-  uint64_t total = 0;               // stop after this many calls (0: no count limit)
-  absl::Duration duration;          // stop after this long (0: no time limit)
-  absl::Duration max_duration;      // the time bound when only total is given
-  absl::Duration warmup;            // unrecorded load before measuring
-  double rate = 0;                  // target calls per second over all clients (0: as fast as possible)
+  int conns = 1;                // gRPC channels, each its own TCP connection
+  int clients = 1;              // concurrent logical clients, each one call at a time
+  uint64_t total = 0;           // stop after this many calls (0: no count limit)
+  absl::Duration duration;      // stop after this long (0: no time limit)
+  absl::Duration max_duration;  // the time bound when only total is given
+  absl::Duration warmup;        // unrecorded load before measuring
+  double rate = 0;              // target calls per second over all clients (0: as fast as possible)
   int key_size = 8;
   KeySpace key_space = KeySpace::kRandom;
-  uint64_t keys = 100'000;          // size of the key space (sequential, random)
+  uint64_t keys = 100'000;  // size of the key space (sequential, random)
   int val_size = 256;
-  bool serializable = false;        // --consistency s
-  double read_fraction = 0.5;       // mixed: share of reads
-  bool prefill = false;             // write every key once before a get/mixed run
-  absl::Duration timeout;           // per-call deadline
-  bool json = false;                // -w json
-  bool allow_remote = false;        // permit non-loopback endpoints
+  bool serializable = false;   // --consistency s
+  double read_fraction = 0.5;  // mixed: share of reads
+  bool prefill = false;        // write every key once before a get/mixed run
+  absl::Duration timeout;      // per-call deadline
+  bool json = false;           // -w json
+  bool allow_remote = false;   // permit non-loopback endpoints
 };
 
 // Parses argv as `bench <workload> [flags]`: argv[0] is the command name

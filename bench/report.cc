@@ -11,18 +11,24 @@ namespace {
 
 const char* Name(Workload w) {
   switch (w) {
-    case Workload::kPut: return "put";
-    case Workload::kGet: return "get";
-    case Workload::kMixed: return "mixed";
+    case Workload::kPut:
+      return "put";
+    case Workload::kGet:
+      return "get";
+    case Workload::kMixed:
+      return "mixed";
   }
   return "?";
 }
 
 const char* Name(KeySpace k) {
   switch (k) {
-    case KeySpace::kOne: return "one";
-    case KeySpace::kSequential: return "sequential";
-    case KeySpace::kRandom: return "random";
+    case KeySpace::kOne:
+      return "one";
+    case KeySpace::kSequential:
+      return "sequential";
+    case KeySpace::kRandom:
+      return "random";
   }
   return "?";
 }
@@ -61,9 +67,9 @@ std::string FormatText(const Options& o, const std::string& target, const PhaseR
       o.key_space == KeySpace::kOne ? std::string("one key")
                                     : absl::StrCat(Name(o.key_space), " of ", o.keys),
       o.val_size,
-      o.workload == Workload::kPut ? ""
-                                  : (o.serializable ? ", serializable reads"
-                                                    : ", linearizable reads"));
+      o.workload == Workload::kPut
+          ? ""
+          : (o.serializable ? ", serializable reads" : ", linearizable reads"));
   absl::StrAppendFormat(&out, "calls        %d ok, %d failed in %.3f s\n", r.ok, r.error_count(),
                         absl::ToDoubleSeconds(r.elapsed));
   absl::StrAppendFormat(&out, "throughput   %.1f ops/s\n", Throughput(r));

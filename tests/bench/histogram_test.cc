@@ -49,8 +49,8 @@ TEST(HistogramTest, BucketsTileTheRangeAndAreNarrow) {
 }
 
 TEST(HistogramTest, EveryValueLandsInTheBucketThatHoldsIt) {
-  std::vector<uint64_t> values = {0, 1, 2047, 2048, 2049, 4095, 4096, 1'000'000,
-                                  Histogram::kMaxTrackable - 1};
+  std::vector<uint64_t> values = {
+      0, 1, 2047, 2048, 2049, 4095, 4096, 1'000'000, Histogram::kMaxTrackable - 1};
   for (int bit = 0; bit < 40; ++bit) {
     const uint64_t p = uint64_t{1} << bit;
     values.insert(values.end(), {p - 1, p, p + 1});

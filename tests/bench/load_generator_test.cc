@@ -4,6 +4,8 @@
 // matches what the server did.
 #include "bench/load_generator.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <algorithm>
 #include <deque>
 #include <map>
@@ -12,8 +14,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -158,8 +158,7 @@ class FakeServer {
   class Etcd : public etcdserverpb::KV::CallbackService {
    public:
     explicit Etcd(FakeServer* s) : s_(s) {}
-    grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* c,
-                                  const etcdserverpb::PutRequest* q,
+    grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* c, const etcdserverpb::PutRequest* q,
                                   etcdserverpb::PutResponse*) override {
       return s_->Hold(c, s_->Note(c, true, q->key(), q->value(), false));
     }
@@ -209,9 +208,9 @@ std::unique_ptr<LoadGenerator> MustCreate(const raftkv::bench::Options& o, const
 
 TEST(LoadGeneratorTest, SequentialPutsWriteEveryKeyOnceWithTheValueSize) {
   FakeServer server({});
-  const auto o = MustParse({"put", "--endpoints=" + server.endpoint(), "--clients=4",
-                            "--conns=2", "--total=100", "--key-space=sequential", "--keys=100",
-                            "--val-size=33"});
+  const auto o =
+      MustParse({"put", "--endpoints=" + server.endpoint(), "--clients=4", "--conns=2",
+                 "--total=100", "--key-space=sequential", "--keys=100", "--val-size=33"});
   const auto api = NewRaftkvApi();
   auto g = MustCreate(o, *api, server.endpoint());
   ASSERT_NE(g, nullptr);
@@ -231,8 +230,8 @@ TEST(LoadGeneratorTest, SequentialPutsWriteEveryKeyOnceWithTheValueSize) {
 
 TEST(LoadGeneratorTest, ErrorsAreCountedByStatusCodeWithTheServersMessage) {
   FakeServer server({.fail_digit = '7'});
-  const auto o = MustParse({"put", "--endpoints=" + server.endpoint(), "--clients=16",
-                            "--conns=4", "--total=500", "--keys=1000"});
+  const auto o = MustParse({"put", "--endpoints=" + server.endpoint(), "--clients=16", "--conns=4",
+                            "--total=500", "--keys=1000"});
   const auto api = NewRaftkvApi();
   auto g = MustCreate(o, *api, server.endpoint());
   ASSERT_NE(g, nullptr);
@@ -251,8 +250,8 @@ TEST(LoadGeneratorTest, ErrorsAreCountedByStatusCodeWithTheServersMessage) {
 
 TEST(LoadGeneratorTest, EachConnectionIsItsOwnTcpConnection) {
   FakeServer server({});
-  const auto o = MustParse({"put", "--endpoints=" + server.endpoint(), "--clients=10",
-                            "--conns=5", "--total=200"});
+  const auto o = MustParse(
+      {"put", "--endpoints=" + server.endpoint(), "--clients=10", "--conns=5", "--total=200"});
   const auto api = NewRaftkvApi();
   auto g = MustCreate(o, *api, server.endpoint());
   ASSERT_NE(g, nullptr);
@@ -262,8 +261,8 @@ TEST(LoadGeneratorTest, EachConnectionIsItsOwnTcpConnection) {
 
 TEST(LoadGeneratorTest, ClientsKeepExactlyOneCallEachInFlight) {
   FakeServer server({.hold = 8});
-  const auto o = MustParse({"put", "--endpoints=" + server.endpoint(), "--clients=8",
-                            "--conns=2", "--total=400"});
+  const auto o = MustParse(
+      {"put", "--endpoints=" + server.endpoint(), "--clients=8", "--conns=2", "--total=400"});
   const auto api = NewRaftkvApi();
   auto g = MustCreate(o, *api, server.endpoint());
   ASSERT_NE(g, nullptr);
@@ -293,8 +292,8 @@ TEST(LoadGeneratorTest, ADurationStopsTheRunAndNothingIsSentAfterIt) {
 
 TEST(LoadGeneratorTest, ARateCapsTheCallsStarted) {
   FakeServer server({});
-  const auto o = MustParse({"put", "--endpoints=" + server.endpoint(), "--clients=4",
-                            "--duration=500ms", "--rate=100"});
+  const auto o = MustParse(
+      {"put", "--endpoints=" + server.endpoint(), "--clients=4", "--duration=500ms", "--rate=100"});
   const auto api = NewRaftkvApi();
   auto g = MustCreate(o, *api, server.endpoint());
   ASSERT_NE(g, nullptr);
@@ -309,9 +308,9 @@ TEST(LoadGeneratorTest, ReadsAskForTheConsistencyGiven) {
   FakeServer server({});
   const auto api = NewRaftkvApi();
   for (const bool serializable : {false, true}) {
-    const auto o = MustParse({"get", "--endpoints=" + server.endpoint(), "--clients=3",
-                              "--total=30", "--key-space=one",
-                              serializable ? "--consistency=s" : "--consistency=l"});
+    const auto o =
+        MustParse({"get", "--endpoints=" + server.endpoint(), "--clients=3", "--total=30",
+                   "--key-space=one", serializable ? "--consistency=s" : "--consistency=l"});
     auto g = MustCreate(o, *api, server.endpoint());
     ASSERT_NE(g, nullptr);
     EXPECT_EQ(g->Run(PhaseOf(o), nullptr).ok, 30u);
@@ -339,14 +338,14 @@ TEST(LoadGeneratorTest, MixedFollowsTheReadFraction) {
 TEST(LoadGeneratorTest, EtcdDriverSpeaksEtcdserverpbKv) {
   FakeServer server({});
   const auto api = NewEtcdApi();
-  const auto puts = MustParse({"put", "--api=etcd", "--endpoints=" + server.endpoint(),
-                               "--total=20", "--key-space=sequential", "--keys=20",
-                               "--val-size=5"});
+  const auto puts =
+      MustParse({"put", "--api=etcd", "--endpoints=" + server.endpoint(), "--total=20",
+                 "--key-space=sequential", "--keys=20", "--val-size=5"});
   auto g = MustCreate(puts, *api, server.endpoint());
   ASSERT_NE(g, nullptr);
   EXPECT_EQ(g->Run(PhaseOf(puts), nullptr).ok, 20u);
-  const auto reads = MustParse({"get", "--api=etcd", "--endpoints=" + server.endpoint(),
-                                "--total=10", "--consistency=s"});
+  const auto reads = MustParse(
+      {"get", "--api=etcd", "--endpoints=" + server.endpoint(), "--total=10", "--consistency=s"});
   g = MustCreate(reads, *api, server.endpoint());
   ASSERT_NE(g, nullptr);
   EXPECT_EQ(g->Run(PhaseOf(reads), nullptr).ok, 10u);

@@ -53,16 +53,31 @@ TEST(OptionsTest, ADurationAloneStillCapsTheCount) {
 }
 
 TEST(OptionsTest, BothFlagFormsAndEveryOption) {
-  const auto o = Parse({"mixed", "--endpoints", "127.0.0.1:1,http://127.0.0.2:2,localhost:3",
-                        "--api=etcd", "--target=all", "--conns=16", "--clients", "1000",
-                        "--total=5000", "--duration=1.5", "--warmup=500ms", "--rate=2000",
-                        "--key-size=12", "--key-space=sequential", "--keys=42", "--val-size=0",
-                        "--consistency=s", "--read-fraction=0.9", "--prefill", "--timeout=2s",
-                        "-w", "json"});
+  const auto o = Parse({"mixed",
+                        "--endpoints",
+                        "127.0.0.1:1,http://127.0.0.2:2,localhost:3",
+                        "--api=etcd",
+                        "--target=all",
+                        "--conns=16",
+                        "--clients",
+                        "1000",
+                        "--total=5000",
+                        "--duration=1.5",
+                        "--warmup=500ms",
+                        "--rate=2000",
+                        "--key-size=12",
+                        "--key-space=sequential",
+                        "--keys=42",
+                        "--val-size=0",
+                        "--consistency=s",
+                        "--read-fraction=0.9",
+                        "--prefill",
+                        "--timeout=2s",
+                        "-w",
+                        "json"});
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->workload, Workload::kMixed);
-  EXPECT_EQ(o->endpoints,
-            (std::vector<std::string>{"127.0.0.1:1", "127.0.0.2:2", "localhost:3"}));
+  EXPECT_EQ(o->endpoints, (std::vector<std::string>{"127.0.0.1:1", "127.0.0.2:2", "localhost:3"}));
   EXPECT_EQ(o->api, Api::kEtcd);
   EXPECT_EQ(o->target, Target::kAll);
   EXPECT_EQ(o->conns, 16);
