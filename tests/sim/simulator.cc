@@ -35,6 +35,12 @@ struct FaultProfile {
   double crash = 0;           // per node per tick
   double leader_crash = 0;    // per tick: crash whoever leads
   double torn_ready = 0;      // per Ready that must be persisted
+  // Per newly elected leader: crash it within a few ticks, before it has
+  // replicated much (the short-lived leaders of the paper's figure 8).
+  double fresh_leader_crash = 0;
+  // Per commit-index advance on a leader: crash it before the new commit index
+  // (or the entries after it) reach the followers.
+  double commit_crash = 0;
   double pause = 0;           // per node per tick
   int mean_partition_gap = 0; // ticks between partition changes (0 = never)
   double propose = 0;         // client proposals per tick
@@ -58,6 +64,7 @@ struct SimNode {
   std::unique_ptr<raft::Node> node;  // null while crashed
   uint64_t restart_at = 0;  // step, while crashed
   uint64_t paused_until = 0;  // step
+  uint64_t crash_at = 0;  // step of a scheduled crash (0 = none)
   int tick_period = kStepsPerTick;  // steps per tick: clocks drift a little
   int tick_phase = 0;
   std::vector<InFlight> inbox;  // min-heap on (deliver_at, order)
@@ -125,6 +132,7 @@ class Simulation {
   std::map<std::string, int> final_applied_count_;
   std::set<std::pair<uint64_t, uint64_t>> final_proposed_;  // (node, term)
   bool live_ = false;
+  bool storm_ = false;
 };
 
 absl::Status Simulation::StartNode(SimNode& n) {
@@ -148,7 +156,9 @@ void Simulation::Setup() {
   const double crashes[] = {0, 0.002, 0.01};
   const double torn[] = {0, 0.01, 0.05};
   const int gaps[] = {0, 20, 60};
-  const uint64_t append_bytes[] = {48, 200, 1 << 20};
+  // 1 byte: one entry per AppendEntries, so followers often hold a prefix of
+  // what a leader sent them.
+  const uint64_t append_bytes[] = {1, 48, 200, 1 << 20};
   const int inflight[] = {1, 2, 8, 256};
   prof_.drop = drops[Between(0, 3)];
   prof_.duplicate = dups[Between(0, 2)];
@@ -156,6 +166,8 @@ void Simulation::Setup() {
   prof_.max_long_delay_steps = static_cast<int>(Between(1, 3)) * kElectionTicks * kStepsPerTick;
   prof_.crash = crashes[Between(0, 2)];
   prof_.leader_crash = Chance(0.5) ? 0.01 : 0;
+  prof_.fresh_leader_crash = Pick(std::vector<double>{0, 0.3, 0.7, 1.0});
+  prof_.commit_crash = Pick(std::vector<double>{0, 0.05, 0.2});
   prof_.torn_ready = torn[Between(0, 2)];
   prof_.pause = Chance(0.3) ? 0.003 : 0;
   prof_.mean_partition_gap = gaps[Between(0, 2)];
@@ -163,8 +175,20 @@ void Simulation::Setup() {
   prof_.read = 0.1 + 0.3 * Uniform();
   prof_.transfer = Chance(0.3) ? 0.005 : 0;
 
-  const uint64_t max_append = append_bytes[Between(0, 2)];
-  const int max_inflight = inflight[Between(0, 3)];
+  uint64_t max_append = append_bytes[Between(0, 3)];
+  int max_inflight = inflight[Between(0, 3)];
+  // A third of the seeds are leader storms: every new leader dies within a
+  // few ticks, often right after it advances its commit index, and entries
+  // travel one per message with one message in flight. Logs then diverge
+  // the way the paper's figure 8 shows (short-lived leaders, each leaving a
+  // partial replica of its entries), which is what commit-rule bugs need.
+  storm_ = Chance(1.0 / 3);
+  if (storm_) {
+    prof_.fresh_leader_crash = 1.0;
+    prof_.commit_crash = 0.3;
+    max_append = 1;
+    max_inflight = 1;
+  }
   const bool pre_vote = Chance(0.8);
   const bool check_quorum = Chance(0.8);
   const int heartbeat = static_cast<int>(Between(1, 3));
@@ -190,9 +214,10 @@ void Simulation::Setup() {
     n.tick_period = static_cast<int>(Pick(std::vector<int>{4, 4, 4, 3, 5}));
     n.tick_phase = static_cast<int>(Between(0, n.tick_period - 1));
   }
-  Log("seed ", opt_.seed, " nodes=", opt_.nodes, " drop=", prof_.drop, " dup=", prof_.duplicate,
+  Log("seed ", opt_.seed, " nodes=", opt_.nodes, storm_ ? " (leader storm)" : "", " drop=", prof_.drop, " dup=", prof_.duplicate,
       " delay=", prof_.long_delay, " crash=", prof_.crash, " leader_crash=", prof_.leader_crash,
-      " torn=", prof_.torn_ready, " pause=", prof_.pause, " partition_gap=",
+      " torn=", prof_.torn_ready, " fresh_leader_crash=", prof_.fresh_leader_crash,
+      " commit_crash=", prof_.commit_crash, " pause=", prof_.pause, " partition_gap=",
       prof_.mean_partition_gap, " max_append=", max_append, " inflight=", max_inflight,
       " pre_vote=", pre_vote, " check_quorum=", check_quorum, " heartbeat=", heartbeat);
 }
@@ -230,6 +255,7 @@ absl::Status Simulation::Send(uint64_t from, const Message& msg) {
 void Simulation::Crash(SimNode& n, uint64_t down_steps, const char* why) {
   Log("node ", n.id, " crashes (", why, "), down for ", down_steps, " steps");
   n.node.reset();
+  n.crash_at = 0;
   n.restart_at = step_ + down_steps;
   n.paused_until = 0;
   checker_.OnCrash(n.id);
@@ -293,6 +319,15 @@ absl::Status Simulation::Observe(SimNode& n) {
   if (opt_.verbose && (st.role != n.status.role || st.term != n.status.term)) {
     Log("node ", n.id, " is ", raft::RoleName(st.role), " in term ", st.term,
         " (last index ", st.last_index, ", commit ", st.commit, ")");
+  }
+  if (chaos_ && st.role == raft::Role::kLeader &&
+      (n.status.role != raft::Role::kLeader || n.status.term != st.term) &&
+      Chance(prof_.fresh_leader_crash)) {
+    n.crash_at = step_ + Between(1, 6 * kStepsPerTick);
+  }
+  if (chaos_ && st.role == raft::Role::kLeader && n.status.role == raft::Role::kLeader &&
+      st.commit > n.status.commit && Chance(prof_.commit_crash)) {
+    n.crash_at = step_;  // at the next tick boundary
   }
   n.status = st;
   result_.committed = std::max(result_.committed, st.commit);
@@ -477,7 +512,10 @@ void Simulation::InjectFaults() {
   const uint64_t max_down = 3 * kElectionTicks * kStepsPerTick;
   for (SimNode& n : nodes_) {
     if (!Up(n)) continue;
-    if (Chance(prof_.crash)) {
+    if (n.crash_at != 0 && n.crash_at <= step_) {
+      ++result_.faults.crashes;
+      Crash(n, Chance(0.3) ? 0 : Between(1, 2 * max_down), "leader, scheduled");
+    } else if (Chance(prof_.crash)) {
       ++result_.faults.crashes;
       // Often back at once (a quick reboot), sometimes down for a while.
       Crash(n, Chance(0.4) ? 0 : Between(1, max_down), "random");
@@ -502,6 +540,7 @@ void Simulation::Heal() {
   partitioned_ = false;
   for (SimNode& n : nodes_) {
     n.paused_until = 0;
+    n.crash_at = 0;
     if (!Up(n)) n.restart_at = step_;
   }
 }

@@ -42,7 +42,7 @@ struct SimOptions {
   raft::TestingBugs bugs;
   std::string bug_name;  // for the replay command only
   // Ticks of faults, then faults stop and the liveness bound starts.
-  int chaos_ticks = 400;
+  int chaos_ticks = 1000;
   // Ticks allowed, after healing, for a leader to be elected and a fresh
   // proposal to be applied on every node.
   int liveness_ticks = 600;
@@ -97,7 +97,7 @@ struct BatchOptions {
   int threads = 1;
   // Stop at the first failing seed (used to show a bug is caught).
   bool stop_at_first_failure = false;
-  int chaos_ticks = 400;
+  int chaos_ticks = 1000;
   int liveness_ticks = 600;
 };
 
