@@ -136,19 +136,40 @@ int TestCluster::Stabilize(int max_messages) {
         in_flight_.push_back(m);  // keep the rest, in order
         continue;
       }
-      TestNode& to = N(m.to());
-      if (to.node == nullptr || cut_.contains({m.from(), m.to()}) || (filter_ && !filter_(m))) {
-        continue;
-      }
-      ++delivered;
-      if (observer_) observer_(m);
-      if (auto s = to.node->Step(m); !s.ok()) {
-        Record(absl::InternalError(
-            absl::StrCat("node ", m.to(), " rejects a message: ", s.message())));
-      }
-      HandleReady(to);
+      if (DeliverOne(m)) ++delivered;
     }
   }
+  return delivered;
+}
+
+bool TestCluster::DeliverOne(const raft::Message& m) {
+  TestNode& to = N(m.to());
+  if (to.node == nullptr || cut_.contains({m.from(), m.to()}) || (filter_ && !filter_(m))) {
+    return false;
+  }
+  if (observer_) observer_(m);
+  if (auto s = to.node->Step(m); !s.ok()) {
+    Record(absl::InternalError(absl::StrCat("node ", m.to(), " rejects a message: ", s.message())));
+  }
+  HandleReady(to);
+  return true;
+}
+
+int TestCluster::DeliverIf(const MessagePredicate& pred) {
+  std::vector<raft::Message> batch;
+  batch.swap(in_flight_);
+  std::vector<raft::Message> kept;
+  int delivered = 0;
+  for (const raft::Message& m : batch) {
+    if (!pred(m)) {
+      kept.push_back(m);
+    } else if (DeliverOne(m)) {
+      ++delivered;
+    }
+  }
+  // What the deliveries caused was sent after the messages kept back.
+  kept.insert(kept.end(), in_flight_.begin(), in_flight_.end());
+  in_flight_.swap(kept);
   return delivered;
 }
 

@@ -65,6 +65,10 @@ class TestCluster {
   // nothing is left or `max_messages` were delivered. Returns the number
   // delivered.
   int Stabilize(int max_messages = 100000);
+  // Delivers the in-flight messages matching `pred` once, in order, keeping
+  // the others (and whatever the deliveries cause) in flight. Returns the
+  // number delivered.
+  int DeliverIf(const MessagePredicate& pred);
   // Drops every in-flight message matching `pred`; returns how many.
   int DropIf(const MessagePredicate& pred);
 
@@ -106,6 +110,9 @@ class TestCluster {
   TestNode& N(uint64_t id) { return nodes_[id - 1]; }
   const TestNode& N(uint64_t id) const { return nodes_[id - 1]; }
   void HandleReady(TestNode& n);
+  // Delivers `m` unless its link is cut, its receiver is down or the filter
+  // refuses it. Returns whether it was delivered.
+  bool DeliverOne(const raft::Message& m);
   void Record(absl::Status s);
 
   std::vector<TestNode> nodes_;
