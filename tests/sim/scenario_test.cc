@@ -226,7 +226,7 @@ std::function<void(raft::Config&)> Config(bool pre_vote, bool check_quorum) {
   };
 }
 
-TEST(PreVote, PartitionedNodeRejoiningDoesNotDeposeTheLeader) {
+TEST(PreVoteHazard, PartitionedNodeRejoiningDoesNotDeposeTheLeader) {
   TestCluster c(3, Config(/*pre_vote=*/true, /*check_quorum=*/true));
   ASSERT_TRUE(c.Campaign(1));
   const uint64_t term = c.Status(1).term;
@@ -265,7 +265,7 @@ TEST(PreVote, PartitionedNodeRejoiningDoesNotDeposeTheLeader) {
 
 // The hazard PreVote removes: without it, the isolated server's term climbs,
 // and when it rejoins its vote requests force the healthy leader to step down.
-TEST(PreVote, WithoutPreVoteTheRejoiningNodeDisruptsTheLeader) {
+TEST(PreVoteHazard, WithoutPreVoteTheRejoiningNodeDisruptsTheLeader) {
   TestCluster c(3, Config(/*pre_vote=*/false, /*check_quorum=*/false));
   ASSERT_TRUE(c.Campaign(1));
   const uint64_t term = c.Status(1).term;
@@ -279,11 +279,12 @@ TEST(PreVote, WithoutPreVoteTheRejoiningNodeDisruptsTheLeader) {
 
 // ---------------------------------------------------------------------------
 // CheckQuorum (thesis §6.2): a leader that hears from no quorum for a whole
-// election timeout steps down. The core checks once per election timeout
-// whether a quorum was active since the last check, so a leader cut off just
-// after a check steps down at the second check: within 2 election timeouts.
+// election timeout steps down. The core (like etcd) checks once per election
+// timeout whether a quorum was active since the previous check, so a leader
+// cut off just after a check steps down at the second one: after one to two
+// election timeouts.
 
-TEST(CheckQuorum, LeaderCutOffFromTheMajorityStepsDown) {
+TEST(CheckQuorumHazard, LeaderCutOffFromTheMajorityStepsDown) {
   TestCluster c(3, Config(/*pre_vote=*/true, /*check_quorum=*/true));
   ASSERT_TRUE(c.Campaign(1));
   const uint64_t term = c.Status(1).term;
@@ -293,6 +294,10 @@ TEST(CheckQuorum, LeaderCutOffFromTheMajorityStepsDown) {
   const int ticks =
       c.TickUntil({1}, [&] { return c.Status(1).role != Role::kLeader; }, 3 * kElection);
   ASSERT_GE(ticks, 0) << "the isolated leader never stepped down";
+  std::cout << "the cut-off leader stepped down after " << ticks << " ticks\n";
+  // Not before a whole election timeout without a quorum (that would cause
+  // needless elections), and not after two.
+  EXPECT_GE(ticks, kElection);
   EXPECT_LE(ticks, 2 * kElection);
   EXPECT_EQ(c.Status(1).role, Role::kFollower);
   EXPECT_FALSE(HasApplied(c, 1, "lost"));
@@ -330,7 +335,7 @@ void CommitOne(TestCluster& c, uint64_t leader, const std::string& v) {
             0);
 }
 
-TEST(ReadIndex, HealthyLeaderAnswersAtItsCommitIndex) {
+TEST(StaleReadHazard, HealthyLeaderAnswersAtItsCommitIndex) {
   TestCluster c(3, Config(true, true));
   ASSERT_TRUE(c.Campaign(1));
   CommitOne(c, 1, "a");
@@ -341,7 +346,7 @@ TEST(ReadIndex, HealthyLeaderAnswersAtItsCommitIndex) {
   EXPECT_TRUE(c.Violation().ok()) << c.Violation();
 }
 
-TEST(ReadIndex, StaleLeaderNeverAnswersAndDropsTheReadWhenItStepsDown) {
+TEST(StaleReadHazard, StaleLeaderNeverAnswersAndDropsTheReadWhenItStepsDown) {
   TestCluster c(3, Config(/*pre_vote=*/true, /*check_quorum=*/true));
   ASSERT_TRUE(c.Campaign(1));
   CommitOne(c, 1, "a");
@@ -365,7 +370,7 @@ TEST(ReadIndex, StaleLeaderNeverAnswersAndDropsTheReadWhenItStepsDown) {
 
 // Without CheckQuorum the cut-off leader keeps believing it leads; the read
 // still waits, unanswered, until the leader hears of the new term.
-TEST(ReadIndex, StaleLeaderWithoutCheckQuorumHoldsTheReadUntilItLearnsTheNewTerm) {
+TEST(StaleReadHazard, StaleLeaderWithoutCheckQuorumHoldsTheReadUntilItLearnsTheNewTerm) {
   TestCluster c(3, Config(/*pre_vote=*/false, /*check_quorum=*/false));
   ASSERT_TRUE(c.Campaign(1));
   CommitOne(c, 1, "a");
@@ -387,7 +392,7 @@ TEST(ReadIndex, StaleLeaderWithoutCheckQuorumHoldsTheReadUntilItLearnsTheNewTerm
 
 // Acknowledgements of a heartbeat sent before the read arrived prove nothing
 // about leadership after it: they must not confirm the read.
-TEST(ReadIndex, AcksOfAnEarlierRoundDoNotConfirmARead) {
+TEST(StaleReadHazard, AcksOfAnEarlierRoundDoNotConfirmARead) {
   TestCluster c(3, Config(/*pre_vote=*/true, /*check_quorum=*/true));
   ASSERT_TRUE(c.Campaign(1));
   CommitOne(c, 1, "a");
@@ -414,7 +419,7 @@ TEST(ReadIndex, AcksOfAnEarlierRoundDoNotConfirmARead) {
 // date, then sends TimeoutNow; the target campaigns at once, in the next
 // term, and wins. Proposals are refused meanwhile.
 
-TEST(Transfer, LaggingTargetIsCaughtUpThenTakesOver) {
+TEST(TransferScenario, LaggingTargetIsCaughtUpThenTakesOver) {
   TestCluster c(3, Config(/*pre_vote=*/true, /*check_quorum=*/true));
   ASSERT_TRUE(c.Campaign(1));
   const uint64_t term = c.Status(1).term;
@@ -443,7 +448,7 @@ TEST(Transfer, LaggingTargetIsCaughtUpThenTakesOver) {
 // follower whose log diverges over many entries is repaired in a few round
 // trips — about one per conflicting term — not one per entry.
 
-TEST(Backtracking, DivergentSuffixIsRepairedInAFewRoundTrips) {
+TEST(BacktrackingScenario, DivergentSuffixIsRepairedInAFewRoundTrips) {
   TestCluster c(3, Config(/*pre_vote=*/true, /*check_quorum=*/true));
   ASSERT_TRUE(c.Campaign(1));
   CommitOne(c, 1, "common");
