@@ -26,12 +26,11 @@ struct Flags {
   bool expect_failure = false;
 };
 
-bool ParseInt(std::string_view flag, std::string_view value, int64_t lo, int64_t hi,
-              int64_t* out) {
+bool ParseInt(std::string_view flag, std::string_view value, int64_t lo, int64_t hi, int64_t* out) {
   const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), *out);
   if (ec != std::errc() || end != value.data() + value.size() || *out < lo || *out > hi) {
-    std::cerr << "raft_sim: " << flag << " wants an integer in [" << lo << ", " << hi
-              << "], got '" << value << "'\n";
+    std::cerr << "raft_sim: " << flag << " wants an integer in [" << lo << ", " << hi << "], got '"
+              << value << "'\n";
     return false;
   }
   return true;
@@ -113,15 +112,16 @@ int main(int argc, char** argv) {
     so.verbose = f.verbose;
     so.log = &std::cout;
     raftkv::sim::SimResult r = raftkv::sim::RunSimulation(so);
-    std::cout << "seed " << so.seed << " (" << so.nodes << " nodes): "
-              << (r.status.ok() ? "OK" : absl::StrCat("FAIL: ", r.status.message())) << "\n"
+    std::cout << "seed " << so.seed << " (" << so.nodes
+              << " nodes): " << (r.status.ok() ? "OK" : absl::StrCat("FAIL: ", r.status.message()))
+              << "\n"
               << r.ticks << " ticks, " << r.committed << " committed, " << r.leaders
               << " leader terms, " << r.reads_answered << " reads answered, " << r.transfers
               << " transfers; faults: " << r.faults.drops << " drops, " << r.faults.duplicates
               << " duplicates, " << r.faults.delays << " delays, " << r.faults.partitions
               << " partitions, " << r.faults.crashes << " crashes, " << r.faults.torn_readies
-              << " torn readies, " << r.faults.pauses << " pauses; liveness after heal: "
-              << r.liveness_ticks_used << " ticks\n";
+              << " torn readies, " << r.faults.pauses
+              << " pauses; liveness after heal: " << r.liveness_ticks_used << " ticks\n";
     if (!r.status.ok()) std::cout << "replay: " << raftkv::sim::ReplayCommand(so) << "\n";
     const bool failed = !r.status.ok();
     return failed != f.expect_failure ? 1 : 0;
@@ -132,11 +132,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const auto& fc = result->faults;
-  std::cout << "faults: " << fc.drops << " drops, " << fc.duplicates << " duplicates, "
-            << fc.delays << " delays, " << fc.partitions << " partitions, " << fc.crashes
-            << " crashes, " << fc.torn_readies << " torn readies, " << fc.pauses
-            << " pauses; slowest recovery after heal: " << result->max_liveness_ticks
-            << " ticks\n";
+  std::cout << "faults: " << fc.drops << " drops, " << fc.duplicates << " duplicates, " << fc.delays
+            << " delays, " << fc.partitions << " partitions, " << fc.crashes << " crashes, "
+            << fc.torn_readies << " torn readies, " << fc.pauses
+            << " pauses; slowest recovery after heal: " << result->max_liveness_ticks << " ticks\n";
   std::cout << result->Summary() << std::endl;
   const bool failed = result->failures > 0;
   if (f.expect_failure && !failed) {

@@ -40,17 +40,16 @@ absl::Status SafetyChecker::Fail(absl::Status s) {
 
 absl::Status SafetyChecker::OnSend(uint64_t node, const raft::Message& msg) {
   if (msg.from() != node) {
-    return Fail(absl::InternalError(
-        absl::StrCat("node ", node, " sent a message with from=", msg.from())));
+    return Fail(
+        absl::InternalError(absl::StrCat("node ", node, " sent a message with from=", msg.from())));
   }
-  if (msg.has_vote_response() && msg.vote_response().granted() &&
-      !msg.vote_response().pre_vote()) {
+  if (msg.has_vote_response() && msg.vote_response().granted() && !msg.vote_response().pre_vote()) {
     const uint64_t term = msg.vote_response().term();
     auto [it, inserted] = vote_by_node_term_.try_emplace({node, term}, msg.to());
     if (!inserted && it->second != msg.to()) {
-      return Fail(absl::InternalError(
-          absl::StrCat("one vote per term (§5.2): node ", node, " granted its vote in term ", term,
-                       " to node ", it->second, " and to node ", msg.to())));
+      return Fail(absl::InternalError(absl::StrCat("one vote per term (§5.2): node ", node,
+                                                   " granted its vote in term ", term, " to node ",
+                                                   it->second, " and to node ", msg.to())));
     }
   }
   return absl::OkStatus();
@@ -78,9 +77,9 @@ absl::Status SafetyChecker::OnPersistEntries(uint64_t node, const raft::MemorySt
     }
     const uint64_t prev_term = n.chain_terms.empty() ? 0 : n.chain_terms.back();
     if (e.term() < prev_term) {
-      return Fail(absl::InternalError(
-          absl::StrCat("log terms decrease on node ", node, ": entry ", e.index(), " has term ",
-                       e.term(), " after term ", prev_term)));
+      return Fail(absl::InternalError(absl::StrCat("log terms decrease on node ", node, ": entry ",
+                                                   e.index(), " has term ", e.term(),
+                                                   " after term ", prev_term)));
     }
     const uint64_t prev = n.chain.empty() ? 0 : n.chain.back();
     const uint64_t h = ChainHash(prev, e);
@@ -89,16 +88,17 @@ absl::Status SafetyChecker::OnPersistEntries(uint64_t node, const raft::MemorySt
     if (e.index() <= commit) {
       const size_t k = e.index() - first;
       if (k >= old_chain.size() || old_chain[k] != h) {
-        return Fail(absl::InternalError(
-            absl::StrCat("committed entry rolled back: node ", node, " overwrites index ",
-                         e.index(), " at or below its commit index ", commit)));
+        return Fail(absl::InternalError(absl::StrCat("committed entry rolled back: node ", node,
+                                                     " overwrites index ", e.index(),
+                                                     " at or below its commit index ", commit)));
       }
     }
     auto [it, inserted] = prefix_by_index_term_.try_emplace({e.index(), e.term()}, h);
     if (!inserted && it->second != h) {
       return Fail(absl::InternalError(absl::StrCat(
           "log matching (§5.3): node ", node, " holds an entry at index ", e.index(), " term ",
-          e.term(), " whose log prefix differs from another log's entry with that index and term")));
+          e.term(),
+          " whose log prefix differs from another log's entry with that index and term")));
     }
   }
   return absl::OkStatus();
@@ -111,9 +111,9 @@ absl::Status SafetyChecker::OnPersistHardState(uint64_t node, const raft::HardSt
                                                  " below its stored term ", before.term())));
   }
   if (hs.term() == before.term() && before.vote() != 0 && hs.vote() != before.vote()) {
-    return Fail(absl::InternalError(absl::StrCat("node ", node, " changes its stored vote in term ",
-                                                 hs.term(), " from ", before.vote(), " to ",
-                                                 hs.vote())));
+    return Fail(
+        absl::InternalError(absl::StrCat("node ", node, " changes its stored vote in term ",
+                                         hs.term(), " from ", before.vote(), " to ", hs.vote())));
   }
   return absl::OkStatus();
 }
@@ -135,9 +135,9 @@ absl::Status SafetyChecker::RecordCommitted(uint64_t node, uint64_t index, uint6
     const PerNode& l = nodes_[id];
     if (!l.up || !l.is_leader || l.term <= term) continue;
     if (l.chain.size() < index || l.chain[index - 1] != h) {
-      return Fail(absl::InternalError(absl::StrCat(
-          "leader completeness (§5.4): entry ", index, " committed in term <= ", term,
-          " is missing from the log of node ", id, ", leader of term ", l.term)));
+      return Fail(absl::InternalError(
+          absl::StrCat("leader completeness (§5.4): entry ", index, " committed in term <= ", term,
+                       " is missing from the log of node ", id, ", leader of term ", l.term)));
     }
   }
   return absl::OkStatus();
@@ -150,10 +150,10 @@ absl::Status SafetyChecker::CheckLeaderCompleteness(uint64_t node, uint64_t term
     if (committed_[i - 1].commit_term >= term) continue;
     const PerNode& n = nodes_[node];
     if (n.chain.size() < i || n.chain[i - 1] != committed_[i - 1].prefix_hash) {
-      return Fail(absl::InternalError(absl::StrCat(
-          "leader completeness (§5.4): node ", node, " became leader of term ", term,
-          " without the entries up to index ", i, ", committed in term <= ",
-          committed_[i - 1].commit_term)));
+      return Fail(absl::InternalError(
+          absl::StrCat("leader completeness (§5.4): node ", node, " became leader of term ", term,
+                       " without the entries up to index ", i,
+                       ", committed in term <= ", committed_[i - 1].commit_term)));
     }
     break;
   }
@@ -178,9 +178,9 @@ absl::Status SafetyChecker::Observe(uint64_t node, const raft::NodeStatus& st,
   if (leader) {
     auto [it, inserted] = leader_by_term_.try_emplace(st.term, node);
     if (!inserted && it->second != node) {
-      return Fail(absl::InternalError(absl::StrCat("election safety (§5.2): nodes ", it->second,
-                                                   " and ", node, " both leader of term ",
-                                                   st.term)));
+      return Fail(
+          absl::InternalError(absl::StrCat("election safety (§5.2): nodes ", it->second, " and ",
+                                           node, " both leader of term ", st.term)));
     }
     if (!n.is_leader || n.leader_term != st.term) {
       n.is_leader = true;
@@ -191,13 +191,13 @@ absl::Status SafetyChecker::Observe(uint64_t node, const raft::NodeStatus& st,
     n.is_leader = false;
   }
   if (st.commit < n.commit) {
-    return Fail(absl::InternalError(absl::StrCat("node ", node, " commit index went back from ",
-                                                 n.commit, " to ", st.commit)));
+    return Fail(absl::InternalError(
+        absl::StrCat("node ", node, " commit index went back from ", n.commit, " to ", st.commit)));
   }
   if (st.commit > n.chain.size()) {
-    return Fail(absl::InternalError(absl::StrCat("node ", node, " commit index ", st.commit,
-                                                 " is beyond its persisted log end ",
-                                                 n.chain.size())));
+    return Fail(
+        absl::InternalError(absl::StrCat("node ", node, " commit index ", st.commit,
+                                         " is beyond its persisted log end ", n.chain.size())));
   }
   n.commit = st.commit;
   for (uint64_t i = n.commit_checked + 1; i <= st.commit; ++i) {
@@ -214,8 +214,8 @@ absl::Status SafetyChecker::Observe(uint64_t node, const raft::NodeStatus& st,
 absl::Status SafetyChecker::OnApply(uint64_t node, const raft::Entry& e) {
   PerNode& n = nodes_[node];
   if (e.index() != n.applied + 1) {
-    return Fail(absl::InternalError(absl::StrCat("node ", node, " applies index ", e.index(),
-                                                 " after index ", n.applied)));
+    return Fail(absl::InternalError(
+        absl::StrCat("node ", node, " applies index ", e.index(), " after index ", n.applied)));
   }
   n.applied = e.index();
   n.applied_hash = ChainHash(n.applied_hash, e);
@@ -229,14 +229,14 @@ absl::Status SafetyChecker::OnApply(uint64_t node, const raft::Entry& e) {
     applied_prefix_.push_back(n.applied_hash);
   }
   if (e.index() <= committed_.size() && committed_[e.index() - 1].prefix_hash != n.applied_hash) {
-    return Fail(absl::InternalError(absl::StrCat(
-        "state-machine safety: node ", node, " applies index ", e.index(), " (term ", e.term(),
-        ") but a different entry was committed there")));
+    return Fail(absl::InternalError(absl::StrCat("state-machine safety: node ", node,
+                                                 " applies index ", e.index(), " (term ", e.term(),
+                                                 ") but a different entry was committed there")));
   }
   if (e.type() == raftkv::v1::ENTRY_NORMAL && !e.data().empty()) {
     if (!proposed_.contains(e.data())) {
-      return Fail(absl::InternalError(absl::StrCat(
-          "node ", node, " applies a value no client proposed at index ", e.index())));
+      return Fail(absl::InternalError(
+          absl::StrCat("node ", node, " applies a value no client proposed at index ", e.index())));
     }
     auto [it, inserted] = value_index_.try_emplace(e.data(), e.index());
     if (!inserted && it->second != e.index()) {

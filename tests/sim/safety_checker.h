@@ -107,11 +107,11 @@ class SafetyChecker {
     std::vector<uint64_t> chain;
     std::vector<uint64_t> chain_terms;
     bool up = true;
-    uint64_t commit = 0;        // last observed commit index, this incarnation
+    uint64_t commit = 0;          // last observed commit index, this incarnation
     uint64_t commit_checked = 0;  // prefix verified against committed_
-    uint64_t applied = 0;       // applied index, this incarnation
-    uint64_t applied_hash = 0;  // prefix hash of applied entries
-    uint64_t leader_term = 0;   // term in which completeness was last checked
+    uint64_t applied = 0;         // applied index, this incarnation
+    uint64_t applied_hash = 0;    // prefix hash of applied entries
+    uint64_t leader_term = 0;     // term in which completeness was last checked
     bool is_leader = false;
     uint64_t term = 0;
   };
@@ -128,8 +128,8 @@ class SafetyChecker {
   std::map<uint64_t, uint64_t> leader_by_term_;
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> vote_by_node_term_;  // (node, term) -> cand
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> prefix_by_index_term_;
-  std::vector<CommittedEntry> committed_;      // committed_[i - 1]
-  std::vector<uint64_t> applied_prefix_;       // applied_prefix_[i - 1], any node
+  std::vector<CommittedEntry> committed_;        // committed_[i - 1]
+  std::vector<uint64_t> applied_prefix_;         // applied_prefix_[i - 1], any node
   std::map<std::string, uint64_t> value_index_;  // applied data -> index
   std::set<std::string> proposed_;
   std::map<std::string, PendingRead> reads_;

@@ -81,7 +81,9 @@ void PlayFigure8UpToC(TestCluster& c, Figure8* f) {
   // (a) S1 is leader of term A and replicates the entry at index 2 to S2 only.
   ASSERT_TRUE(c.Campaign(1));
   f->term_a = c.Status(1).term;
-  ASSERT_GE(c.TickUntil({1}, [&] { return c.Status(5).commit >= 1; }, 5), 0)
+  ASSERT_GE(c.TickUntil(
+                {1}, [&] { return c.Status(5).commit >= 1; }, 5),
+            0)
       << "the no-op of term A should commit everywhere";
   c.SetFilter([](const Message& m) { return m.from() != 1 || m.to() == 2; });
   ASSERT_EQ(c.Propose(1, "x@A").outcome, ProposeOutcome::kAccepted);
@@ -113,12 +115,13 @@ void PlayFigure8UpToC(TestCluster& c, Figure8* f) {
   ASSERT_GT(f->term_c, f->term_b);
   ASSERT_EQ(TermAt(c, 1, 3), f->term_c);
   // Heartbeats drive the probing until S1 knows S2 and S3 hold index 2.
-  ASSERT_GE(c.TickUntil({1},
-                        [&] {
-                          auto st = c.Status(1);
-                          return st.peers[2].match >= 2 && st.peers[3].match >= 2;
-                        },
-                        20),
+  ASSERT_GE(c.TickUntil(
+                {1},
+                [&] {
+                  auto st = c.Status(1);
+                  return st.peers[2].match >= 2 && st.peers[3].match >= 2;
+                },
+                20),
             0);
   ASSERT_EQ(TermAt(c, 3, 2), f->term_a);
   ASSERT_EQ(c.storage(3).LastIndex(), 2u);
@@ -132,14 +135,15 @@ void PlayFigure8D(TestCluster& c) {
   c.SetFilter(nullptr);
   c.Restart(5);
   ASSERT_TRUE(c.Campaign(5));
-  ASSERT_GE(c.TickUntil({5},
-                        [&] {
-                          for (uint64_t id = 2; id <= 5; ++id) {
-                            if (c.Status(id).commit < 3) return false;
-                          }
-                          return true;
-                        },
-                        30),
+  ASSERT_GE(c.TickUntil(
+                {5},
+                [&] {
+                  for (uint64_t id = 2; id <= 5; ++id) {
+                    if (c.Status(id).commit < 3) return false;
+                  }
+                  return true;
+                },
+                30),
             0);
 }
 
@@ -149,9 +153,8 @@ TEST(Figure8, PreviousTermEntryOnAMajorityIsNotCommittedByCounting) {
   PlayFigure8UpToC(c, &f);
   if (HasFailure()) return;
   // (c): (2, A) is on S1, S2, S3 — a majority — yet it is not committed.
-  EXPECT_EQ(f.s1_commit_after_c, 1u)
-      << "§5.4.2: S1 committed index 2 of term " << f.term_a << " by counting replicas in term "
-      << f.term_c;
+  EXPECT_EQ(f.s1_commit_after_c, 1u) << "§5.4.2: S1 committed index 2 of term " << f.term_a
+                                     << " by counting replicas in term " << f.term_c;
   for (uint64_t id = 1; id <= 5; ++id) EXPECT_FALSE(HasApplied(c, id, "x@A")) << "S" << id;
 
   PlayFigure8D(c);
@@ -160,7 +163,9 @@ TEST(Figure8, PreviousTermEntryOnAMajorityIsNotCommittedByCounting) {
   // holds S5's term-B entry everywhere, and no one ever applied (2, A).
   for (uint64_t id = 2; id <= 5; ++id) EXPECT_EQ(TermAt(c, id, 2), f.term_b) << "S" << id;
   c.Restart(1);
-  ASSERT_GE(c.TickUntil({5}, [&] { return c.Status(1).commit >= 3; }, 30), 0);
+  ASSERT_GE(c.TickUntil(
+                {5}, [&] { return c.Status(1).commit >= 3; }, 30),
+            0);
   EXPECT_EQ(TermAt(c, 1, 2), f.term_b);
   for (uint64_t id = 1; id <= 5; ++id) EXPECT_FALSE(HasApplied(c, id, "x@A")) << "S" << id;
   EXPECT_TRUE(c.Violation().ok()) << c.Violation();
@@ -176,7 +181,9 @@ TEST(Figure8, CurrentTermEntryOnAMajorityCommitsTheOldOneAndBlocksS5) {
   c.SetFilter([](const Message& m) {
     return !(m.from() == 1 && m.has_append_request() && m.to() != 2 && m.to() != 3);
   });
-  ASSERT_GE(c.TickUntil({1}, [&] { return c.Status(1).commit >= 3; }, 20), 0);
+  ASSERT_GE(c.TickUntil(
+                {1}, [&] { return c.Status(1).commit >= 3; }, 20),
+            0);
   EXPECT_TRUE(HasApplied(c, 1, "x@A"));
   c.Crash(1);
   c.SetFilter(nullptr);
@@ -184,10 +191,14 @@ TEST(Figure8, CurrentTermEntryOnAMajorityCommitsTheOldOneAndBlocksS5) {
   c.Restart(5);
   EXPECT_FALSE(c.Campaign(5, 6 * kElection));
   // Whoever wins next keeps (2, A): it is committed.
-  ASSERT_GE(c.TickUntil({2, 3, 4, 5}, [&] { return c.Leader() != 0; }, 10 * kElection), 0);
+  ASSERT_GE(c.TickUntil(
+                {2, 3, 4, 5}, [&] { return c.Leader() != 0; }, 10 * kElection),
+            0);
   const uint64_t leader = c.Leader();
   EXPECT_TRUE(leader == 2 || leader == 3) << "leader S" << leader;
-  ASSERT_GE(c.TickUntil({2, 3, 4, 5}, [&] { return c.Status(5).commit >= 3; }, 30), 0);
+  ASSERT_GE(c.TickUntil(
+                {2, 3, 4, 5}, [&] { return c.Status(5).commit >= 3; }, 30),
+            0);
   for (uint64_t id = 2; id <= 5; ++id) {
     EXPECT_EQ(TermAt(c, id, 2), f.term_a) << "S" << id;
     EXPECT_TRUE(HasApplied(c, id, "x@A")) << "S" << id;
@@ -236,13 +247,14 @@ TEST(PreVoteHazard, PartitionedNodeRejoiningDoesNotDeposeTheLeader) {
   c.Isolate(3);
   bool s3_campaigned = false;
   bool leader_held = true;
-  c.TickUntil(c.All(),
-              [&] {
-                s3_campaigned |= c.Status(3).role == Role::kPreCandidate;
-                leader_held &= c.Status(1).role == Role::kLeader && c.Status(1).term == term;
-                return false;
-              },
-              10 * kElection);
+  c.TickUntil(
+      c.All(),
+      [&] {
+        s3_campaigned |= c.Status(3).role == Role::kPreCandidate;
+        leader_held &= c.Status(1).role == Role::kLeader && c.Status(1).term == term;
+        return false;
+      },
+      10 * kElection);
   EXPECT_TRUE(s3_campaigned) << "S3 should have tried to campaign while cut off";
   EXPECT_EQ(c.Status(3).term, term) << "a failed pre-vote must not advance S3's term";
   EXPECT_TRUE(leader_held);
@@ -259,7 +271,9 @@ TEST(PreVoteHazard, PartitionedNodeRejoiningDoesNotDeposeTheLeader) {
   EXPECT_TRUE(leader_held) << "S1 lost leadership when S3 rejoined";
   for (uint64_t id = 1; id <= 3; ++id) EXPECT_EQ(c.Status(id).term, term) << "S" << id;
   ASSERT_EQ(c.Propose(1, "b").outcome, ProposeOutcome::kAccepted);
-  ASSERT_GE(c.TickUntil(c.All(), [&] { return HasApplied(c, 3, "b"); }, 10), 0);
+  ASSERT_GE(c.TickUntil(
+                c.All(), [&] { return HasApplied(c, 3, "b"); }, 10),
+            0);
   EXPECT_TRUE(c.Violation().ok()) << c.Violation();
 }
 
@@ -270,10 +284,13 @@ TEST(PreVoteHazard, WithoutPreVoteTheRejoiningNodeDisruptsTheLeader) {
   ASSERT_TRUE(c.Campaign(1));
   const uint64_t term = c.Status(1).term;
   c.Isolate(3);
-  c.TickUntil(c.All(), [] { return false; }, 10 * kElection);
+  c.TickUntil(
+      c.All(), [] { return false; }, 10 * kElection);
   EXPECT_GT(c.Status(3).term, term + 2);
   c.HealAll();
-  ASSERT_GE(c.TickUntil(c.All(), [&] { return c.Status(1).term > term; }, 3 * kElection), 0);
+  ASSERT_GE(c.TickUntil(
+                c.All(), [&] { return c.Status(1).term > term; }, 3 * kElection),
+            0);
   EXPECT_TRUE(c.Violation().ok()) << c.Violation();
 }
 
@@ -291,8 +308,8 @@ TEST(CheckQuorumHazard, LeaderCutOffFromTheMajorityStepsDown) {
   c.Isolate(1);
   // What it accepts while cut off can never commit.
   ASSERT_EQ(c.Propose(1, "lost").outcome, ProposeOutcome::kAccepted);
-  const int ticks =
-      c.TickUntil({1}, [&] { return c.Status(1).role != Role::kLeader; }, 3 * kElection);
+  const int ticks = c.TickUntil(
+      {1}, [&] { return c.Status(1).role != Role::kLeader; }, 3 * kElection);
   ASSERT_GE(ticks, 0) << "the isolated leader never stepped down";
   std::cout << "the cut-off leader stepped down after " << ticks << " ticks\n";
   // Not before a whole election timeout without a quorum (that would cause
@@ -304,14 +321,16 @@ TEST(CheckQuorumHazard, LeaderCutOffFromTheMajorityStepsDown) {
 
   // The majority elects a new leader; after healing S1 follows it and its
   // uncommitted entry is replaced.
-  ASSERT_GE(c.TickUntil({2, 3}, [&] { return c.Leader() == 2 || c.Leader() == 3; },
-                        5 * kElection),
+  ASSERT_GE(c.TickUntil(
+                {2, 3}, [&] { return c.Leader() == 2 || c.Leader() == 3; }, 5 * kElection),
             0);
   const uint64_t leader = c.Leader();
   EXPECT_GT(c.Status(leader).term, term);
   c.HealAll();
   ASSERT_EQ(c.Propose(leader, "kept").outcome, ProposeOutcome::kAccepted);
-  ASSERT_GE(c.TickUntil(c.All(), [&] { return HasApplied(c, 1, "kept"); }, 3 * kElection), 0);
+  ASSERT_GE(c.TickUntil(
+                c.All(), [&] { return HasApplied(c, 1, "kept"); }, 3 * kElection),
+            0);
   for (uint64_t id = 1; id <= 3; ++id) EXPECT_FALSE(HasApplied(c, id, "lost")) << "S" << id;
   EXPECT_TRUE(c.Violation().ok()) << c.Violation();
 }
@@ -324,14 +343,15 @@ TEST(CheckQuorumHazard, LeaderCutOffFromTheMajorityStepsDown) {
 
 void CommitOne(TestCluster& c, uint64_t leader, const std::string& v) {
   ASSERT_EQ(c.Propose(leader, v).outcome, ProposeOutcome::kAccepted);
-  ASSERT_GE(c.TickUntil(c.All(),
-                        [&] {
-                          for (uint64_t id : c.All()) {
-                            if (!HasApplied(c, id, v)) return false;
-                          }
-                          return true;
-                        },
-                        10),
+  ASSERT_GE(c.TickUntil(
+                c.All(),
+                [&] {
+                  for (uint64_t id : c.All()) {
+                    if (!HasApplied(c, id, v)) return false;
+                  }
+                  return true;
+                },
+                10),
             0);
 }
 
@@ -341,7 +361,9 @@ TEST(StaleReadHazard, HealthyLeaderAnswersAtItsCommitIndex) {
   CommitOne(c, 1, "a");
   const uint64_t commit = c.Status(1).commit;
   ASSERT_EQ(c.ReadIndex(1, "fresh"), ProposeOutcome::kAccepted);
-  ASSERT_GE(c.TickUntil({1}, [&] { return Answered(c, 1, "fresh"); }, 5), 0);
+  ASSERT_GE(c.TickUntil(
+                {1}, [&] { return Answered(c, 1, "fresh"); }, 5),
+            0);
   EXPECT_GE(c.read_states(1).front().index, commit);
   EXPECT_TRUE(c.Violation().ok()) << c.Violation();
 }
@@ -353,17 +375,18 @@ TEST(StaleReadHazard, StaleLeaderNeverAnswersAndDropsTheReadWhenItStepsDown) {
   c.Isolate(1);
   ASSERT_EQ(c.ReadIndex(1, "stale"), ProposeOutcome::kAccepted);
   // The majority moves on and commits a newer write.
-  ASSERT_GE(c.TickUntil(c.All(), [&] { return c.Leader() == 2 || c.Leader() == 3; },
-                        5 * kElection),
+  ASSERT_GE(c.TickUntil(
+                c.All(), [&] { return c.Leader() == 2 || c.Leader() == 3; }, 5 * kElection),
             0);
   ASSERT_EQ(c.Propose(c.Leader(), "newer").outcome, ProposeOutcome::kAccepted);
-  ASSERT_GE(c.TickUntil(c.All(), [&] { return c.Status(1).role != Role::kLeader; },
-                        3 * kElection),
+  ASSERT_GE(c.TickUntil(
+                c.All(), [&] { return c.Status(1).role != Role::kLeader; }, 3 * kElection),
             0);
   EXPECT_FALSE(Answered(c, 1, "stale"));
   EXPECT_TRUE(Contains(c.dropped_reads(1), "stale"));
   c.HealAll();
-  c.TickUntil(c.All(), [] { return false; }, 3 * kElection);
+  c.TickUntil(
+      c.All(), [] { return false; }, 3 * kElection);
   for (uint64_t id = 1; id <= 3; ++id) EXPECT_FALSE(Answered(c, id, "stale")) << "S" << id;
   EXPECT_TRUE(c.Violation().ok()) << c.Violation();
 }
@@ -376,14 +399,15 @@ TEST(StaleReadHazard, StaleLeaderWithoutCheckQuorumHoldsTheReadUntilItLearnsTheN
   CommitOne(c, 1, "a");
   c.Isolate(1);
   ASSERT_EQ(c.ReadIndex(1, "stale"), ProposeOutcome::kAccepted);
-  c.TickUntil(c.All(), [] { return false; }, 5 * kElection);
+  c.TickUntil(
+      c.All(), [] { return false; }, 5 * kElection);
   EXPECT_EQ(c.Status(1).role, Role::kLeader) << "without CheckQuorum it cannot know";
   const uint64_t new_leader = c.Leader() == 1 ? 0 : c.Leader();
   ASSERT_NE(new_leader, 0u);
   EXPECT_FALSE(Answered(c, 1, "stale"));
   c.HealAll();
-  ASSERT_GE(c.TickUntil(c.All(), [&] { return c.Status(1).role == Role::kFollower; },
-                        2 * kElection),
+  ASSERT_GE(c.TickUntil(
+                c.All(), [&] { return c.Status(1).role == Role::kFollower; }, 2 * kElection),
             0);
   EXPECT_FALSE(Answered(c, 1, "stale"));
   EXPECT_TRUE(Contains(c.dropped_reads(1), "stale"));
@@ -407,7 +431,8 @@ TEST(StaleReadHazard, AcksOfAnEarlierRoundDoNotConfirmARead) {
   ASSERT_EQ(c.DeliverIf([](const Message& m) { return m.to() == 1; }), 2);
   EXPECT_FALSE(Answered(c, 1, "late"));
   c.Isolate(1);
-  ASSERT_GE(c.TickUntil({1}, [&] { return c.Status(1).role != Role::kLeader; }, 3 * kElection),
+  ASSERT_GE(c.TickUntil(
+                {1}, [&] { return c.Status(1).role != Role::kLeader; }, 3 * kElection),
             0);
   EXPECT_FALSE(Answered(c, 1, "late"));
   EXPECT_TRUE(Contains(c.dropped_reads(1), "late"));
@@ -434,7 +459,9 @@ TEST(TransferScenario, LaggingTargetIsCaughtUpThenTakesOver) {
 
   ASSERT_TRUE(c.TransferLeadership(1, 3).ok());
   EXPECT_EQ(c.Propose(1, "during").outcome, ProposeOutcome::kTransferring);
-  ASSERT_GE(c.TickUntil({1}, [&] { return c.Status(3).role == Role::kLeader; }, kElection), 0);
+  ASSERT_GE(c.TickUntil(
+                {1}, [&] { return c.Status(3).role == Role::kLeader; }, kElection),
+            0);
   EXPECT_EQ(c.Status(3).term, term + 1);
   EXPECT_NE(c.Status(1).role, Role::kLeader);
   EXPECT_GE(c.storage(3).LastIndex(), last);
@@ -457,8 +484,8 @@ TEST(BacktrackingScenario, DivergentSuffixIsRepairedInAFewRoundTrips) {
   for (int i = 0; i < 40; ++i) {
     ASSERT_EQ(c.Propose(1, "orphan" + std::to_string(i)).outcome, ProposeOutcome::kAccepted);
   }
-  ASSERT_GE(c.TickUntil(c.All(), [&] { return c.Leader() == 2 || c.Leader() == 3; },
-                        5 * kElection),
+  ASSERT_GE(c.TickUntil(
+                c.All(), [&] { return c.Leader() == 2 || c.Leader() == 3; }, 5 * kElection),
             0);
   const uint64_t leader = c.Leader();
   for (int i = 0; i < 25; ++i) {
@@ -478,7 +505,9 @@ TEST(BacktrackingScenario, DivergentSuffixIsRepairedInAFewRoundTrips) {
   ASSERT_TRUE(c.TransferLeadership(leader, next_leader).ok());
   c.Stabilize();
   ASSERT_EQ(c.Leader(), next_leader);
-  ASSERT_GE(c.TickUntil(c.All(), [&] { return HasApplied(c, 1, "real24"); }, 3 * kElection), 0);
+  ASSERT_GE(c.TickUntil(
+                c.All(), [&] { return HasApplied(c, 1, "real24"); }, 3 * kElection),
+            0);
   std::cout << "S1 rejected " << rejections << " AppendEntries before its log matched\n";
   EXPECT_GE(rejections, 1) << "S1's log never conflicted: the scenario tests nothing";
   EXPECT_LE(rejections, 3) << "backtracking took one round trip per entry";

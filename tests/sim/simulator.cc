@@ -1,17 +1,17 @@
 #include "tests/sim/simulator.h"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "raft/memory_storage.h"
 #include "tests/sim/safety_checker.h"
 
@@ -28,24 +28,24 @@ constexpr int kElectionTicks = 10;
 // Fault rates of one run, drawn from the seed so that the seeds cover calm
 // runs, lossy runs, partition-heavy runs and crash-heavy runs.
 struct FaultProfile {
-  double drop = 0;            // per message
-  double duplicate = 0;       // per message
-  double long_delay = 0;      // per message
+  double drop = 0;        // per message
+  double duplicate = 0;   // per message
+  double long_delay = 0;  // per message
   int max_long_delay_steps = 0;
-  double crash = 0;           // per node per tick
-  double leader_crash = 0;    // per tick: crash whoever leads
-  double torn_ready = 0;      // per Ready that must be persisted
+  double crash = 0;         // per node per tick
+  double leader_crash = 0;  // per tick: crash whoever leads
+  double torn_ready = 0;    // per Ready that must be persisted
   // Per newly elected leader: crash it within a few ticks, before it has
   // replicated much (the short-lived leaders of the paper's figure 8).
   double fresh_leader_crash = 0;
   // Per commit-index advance on a leader: crash it before the new commit index
   // (or the entries after it) reach the followers.
   double commit_crash = 0;
-  double pause = 0;           // per node per tick
-  int mean_partition_gap = 0; // ticks between partition changes (0 = never)
-  double propose = 0;         // client proposals per tick
-  double read = 0;            // client ReadIndex requests per tick
-  double transfer = 0;        // leadership transfers per tick
+  double pause = 0;            // per node per tick
+  int mean_partition_gap = 0;  // ticks between partition changes (0 = never)
+  double propose = 0;          // client proposals per tick
+  double read = 0;             // client ReadIndex requests per tick
+  double transfer = 0;         // leadership transfers per tick
 };
 
 struct InFlight {
@@ -60,12 +60,12 @@ struct InFlight {
 struct SimNode {
   uint64_t id = 0;
   raft::Config config;
-  raft::MemoryStorage storage;  // the disk: survives crashes
+  raft::MemoryStorage storage;       // the disk: survives crashes
   std::unique_ptr<raft::Node> node;  // null while crashed
-  uint64_t restart_at = 0;  // step, while crashed
-  uint64_t paused_until = 0;  // step
-  uint64_t crash_at = 0;  // step of a scheduled crash (0 = none)
-  int tick_period = kStepsPerTick;  // steps per tick: clocks drift a little
+  uint64_t restart_at = 0;           // step, while crashed
+  uint64_t paused_until = 0;         // step
+  uint64_t crash_at = 0;             // step of a scheduled crash (0 = none)
+  int tick_period = kStepsPerTick;   // steps per tick: clocks drift a little
   int tick_phase = 0;
   std::vector<InFlight> inbox;  // min-heap on (deliver_at, order)
   std::vector<std::string> final_applied;
@@ -118,7 +118,7 @@ class Simulation {
   std::mt19937_64 rng_;
   SafetyChecker checker_;
   FaultProfile prof_;
-  std::vector<SimNode> nodes_;  // nodes_[id - 1]
+  std::vector<SimNode> nodes_;              // nodes_[id - 1]
   std::vector<std::vector<bool>> blocked_;  // [from][to], ids 1..N
   uint64_t step_ = 0;
   bool chaos_ = true;
@@ -139,8 +139,8 @@ absl::Status Simulation::StartNode(SimNode& n) {
   n.config.applied = 0;  // the state machine is not durable: replay it
   auto node = raft::Node::Create(n.config, &n.storage);
   if (!node.ok()) {
-    return absl::InternalError(
-        absl::StrCat("node ", n.id, " failed to start from its storage: ", node.status().message()));
+    return absl::InternalError(absl::StrCat(
+        "node ", n.id, " failed to start from its storage: ", node.status().message()));
   }
   n.node = std::move(*node);
   checker_.OnRestart(n.id);
@@ -214,19 +214,20 @@ void Simulation::Setup() {
     n.tick_period = static_cast<int>(Pick(std::vector<int>{4, 4, 4, 3, 5}));
     n.tick_phase = static_cast<int>(Between(0, n.tick_period - 1));
   }
-  Log("seed ", opt_.seed, " nodes=", opt_.nodes, storm_ ? " (leader storm)" : "", " drop=", prof_.drop, " dup=", prof_.duplicate,
-      " delay=", prof_.long_delay, " crash=", prof_.crash, " leader_crash=", prof_.leader_crash,
-      " torn=", prof_.torn_ready, " fresh_leader_crash=", prof_.fresh_leader_crash,
-      " commit_crash=", prof_.commit_crash, " pause=", prof_.pause, " partition_gap=",
-      prof_.mean_partition_gap, " max_append=", max_append, " inflight=", max_inflight,
-      " pre_vote=", pre_vote, " check_quorum=", check_quorum, " heartbeat=", heartbeat);
+  Log("seed ", opt_.seed, " nodes=", opt_.nodes, storm_ ? " (leader storm)" : "",
+      " drop=", prof_.drop, " dup=", prof_.duplicate, " delay=", prof_.long_delay,
+      " crash=", prof_.crash, " leader_crash=", prof_.leader_crash, " torn=", prof_.torn_ready,
+      " fresh_leader_crash=", prof_.fresh_leader_crash, " commit_crash=", prof_.commit_crash,
+      " pause=", prof_.pause, " partition_gap=", prof_.mean_partition_gap,
+      " max_append=", max_append, " inflight=", max_inflight, " pre_vote=", pre_vote,
+      " check_quorum=", check_quorum, " heartbeat=", heartbeat);
 }
 
 absl::Status Simulation::Send(uint64_t from, const Message& msg) {
   if (auto s = checker_.OnSend(from, msg); !s.ok()) return s;
   if (msg.to() < 1 || msg.to() > nodes_.size()) {
-    return absl::InternalError(absl::StrCat("node ", from, " sent a message to unknown node ",
-                                            msg.to()));
+    return absl::InternalError(
+        absl::StrCat("node ", from, " sent a message to unknown node ", msg.to()));
   }
   int copies = 1;
   if (chaos_) {
@@ -312,13 +313,12 @@ absl::Status Simulation::HandleReady(SimNode& n) {
 
 absl::Status Simulation::Observe(SimNode& n) {
   if (auto s = n.node->CheckInvariants(); !s.ok()) {
-    return absl::InternalError(
-        absl::StrCat("node ", n.id, " CheckInvariants: ", s.message()));
+    return absl::InternalError(absl::StrCat("node ", n.id, " CheckInvariants: ", s.message()));
   }
   raft::NodeStatus st = n.node->Status();
   if (opt_.verbose && (st.role != n.status.role || st.term != n.status.term)) {
-    Log("node ", n.id, " is ", raft::RoleName(st.role), " in term ", st.term,
-        " (last index ", st.last_index, ", commit ", st.commit, ")");
+    Log("node ", n.id, " is ", raft::RoleName(st.role), " in term ", st.term, " (last index ",
+        st.last_index, ", commit ", st.commit, ")");
   }
   if (chaos_ && st.role == raft::Role::kLeader &&
       (n.status.role != raft::Role::kLeader || n.status.term != st.term) &&
@@ -342,8 +342,8 @@ absl::Status Simulation::Deliver(SimNode& n) {
     if (Blocked(f.msg.from(), n.id)) continue;  // cut by a partition
     if (auto s = n.node->Step(f.msg); !s.ok()) {
       return absl::InternalError(absl::StrCat("node ", n.id, " rejects a message from node ",
-                                              f.msg.from(), " as malformed: ", s.message(),
-                                              " [", f.msg.ShortDebugString(), "]"));
+                                              f.msg.from(), " as malformed: ", s.message(), " [",
+                                              f.msg.ShortDebugString(), "]"));
     }
   }
   return absl::OkStatus();
@@ -410,7 +410,8 @@ absl::Status Simulation::ClientActions() {
       raft::ProposeResult r = l->node->Propose(v);
       Log("node ", l->id, " takes fresh proposal ", v, ": ",
           r.outcome == raft::ProposeOutcome::kAccepted ? "accepted" : "refused");
-      if (r.outcome != raft::ProposeOutcome::kAccepted) final_proposed_.erase({l->id, l->status.term});
+      if (r.outcome != raft::ProposeOutcome::kAccepted)
+        final_proposed_.erase({l->id, l->status.term});
       if (auto s = HandleReady(*l); !s.ok()) return s;
     }
   }
@@ -506,8 +507,8 @@ void Simulation::InjectFaults() {
       NewPartition();
     }
     next_partition_change_ =
-        step_ + Between(prof_.mean_partition_gap / 2, prof_.mean_partition_gap * 3 / 2) *
-                    kStepsPerTick;
+        step_ +
+        Between(prof_.mean_partition_gap / 2, prof_.mean_partition_gap * 3 / 2) * kStepsPerTick;
   }
   const uint64_t max_down = 3 * kElectionTicks * kStepsPerTick;
   for (SimNode& n : nodes_) {
@@ -606,9 +607,9 @@ SimResult Simulation::Run() {
       }
     }
   }
-  return finish(absl::DeadlineExceededError(absl::StrCat(
-      "liveness: no fresh proposal was applied on all ", nodes_.size(), " nodes within ",
-      opt_.liveness_ticks, " ticks after all faults healed")));
+  return finish(absl::DeadlineExceededError(
+      absl::StrCat("liveness: no fresh proposal was applied on all ", nodes_.size(),
+                   " nodes within ", opt_.liveness_ticks, " ticks after all faults healed")));
 }
 
 }  // namespace
@@ -640,9 +641,10 @@ absl::StatusOr<raft::TestingBugs> ParseBug(std::string_view name) {
   } else if (name == "skip_log_consistency_check") {
     bugs.skip_log_consistency_check = true;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown --bug '", absl::string_view(name.data(), name.size()), "'; known: none, commit_previous_term_by_counting, "
-        "vote_before_persist, skip_log_consistency_check"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown --bug '", absl::string_view(name.data(), name.size()),
+                     "'; known: none, commit_previous_term_by_counting, "
+                     "vote_before_persist, skip_log_consistency_check"));
   }
   return bugs;
 }
@@ -681,18 +683,22 @@ absl::StatusOr<BatchResult> RunBatch(const BatchOptions& options, std::ostream* 
   if (options.threads < 1) return absl::InvalidArgumentError("--threads must be >= 1");
   const auto started = std::chrono::steady_clock::now();
 
-  BatchResult total;
-  std::mutex mu;  // guards total, next, stop and out
-  uint64_t next = 0;
-  bool stop = false;
-  std::map<uint64_t, std::string> failures;  // seed -> message, reported in seed order
+  // Shared by the worker threads; each seed's simulation itself shares nothing.
+  struct Shared {
+    absl::Mutex mu;
+    uint64_t next ABSL_GUARDED_BY(mu) = 0;  // next seed offset to hand out
+    bool stop ABSL_GUARDED_BY(mu) = false;
+    BatchResult total ABSL_GUARDED_BY(mu);
+    // seed -> message, so failures are reported in seed order.
+    std::map<uint64_t, std::string> failures ABSL_GUARDED_BY(mu);
+  } shared;
   auto worker = [&]() {
     for (;;) {
       uint64_t i;
       {
-        std::lock_guard<std::mutex> lock(mu);
-        if (stop || next >= options.seeds) return;
-        i = next++;
+        absl::MutexLock lock(&shared.mu);
+        if (shared.stop || shared.next >= options.seeds) return;
+        i = shared.next++;
       }
       SimOptions so;
       so.seed = options.start + i;
@@ -702,18 +708,19 @@ absl::StatusOr<BatchResult> RunBatch(const BatchOptions& options, std::ostream* 
       so.chaos_ticks = options.chaos_ticks;
       so.liveness_ticks = options.liveness_ticks;
       SimResult r = RunSimulation(so);
-      std::lock_guard<std::mutex> lock(mu);
+      absl::MutexLock lock(&shared.mu);
+      BatchResult& total = shared.total;
       ++total.seeds_run;
       total.faults += r.faults;
       total.max_liveness_ticks = std::max(total.max_liveness_ticks, r.liveness_ticks_used);
       if (!r.status.ok()) {
         ++total.failures;
-        failures[so.seed] = std::string(r.status.message());
+        shared.failures[so.seed] = std::string(r.status.message());
         if (out != nullptr) {
           *out << "FAIL seed " << so.seed << " (" << so.nodes << " nodes): " << r.status.message()
                << "\n  replay: " << ReplayCommand(so) << std::endl;
         }
-        if (options.stop_at_first_failure) stop = true;
+        if (options.stop_at_first_failure) shared.stop = true;
       }
     }
   };
@@ -721,12 +728,13 @@ absl::StatusOr<BatchResult> RunBatch(const BatchOptions& options, std::ostream* 
   for (int t = 1; t < options.threads; ++t) threads.emplace_back(worker);
   worker();
   for (auto& t : threads) t.join();
-  for (const auto& [seed, msg] : failures) {
+  absl::MutexLock lock(&shared.mu);
+  BatchResult total = shared.total;
+  for (const auto& [seed, msg] : shared.failures) {
     total.failing_seeds.push_back(seed);
     total.failure_messages.push_back(msg);
   }
-  total.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  total.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return total;
 }
 

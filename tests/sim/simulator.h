@@ -52,13 +52,13 @@ struct SimOptions {
 };
 
 struct FaultCounts {
-  uint64_t drops = 0;        // messages lost at random
-  uint64_t duplicates = 0;   // messages delivered twice
-  uint64_t delays = 0;       // messages held back for up to several election timeouts
-  uint64_t partitions = 0;   // network partition changes (cuts, not heals)
-  uint64_t crashes = 0;      // crash-restarts at a tick boundary
-  uint64_t torn_readies = 0; // crashes between sending a Ready's messages and persisting it
-  uint64_t pauses = 0;       // a node stops running for a while (GC pause, stalled disk)
+  uint64_t drops = 0;         // messages lost at random
+  uint64_t duplicates = 0;    // messages delivered twice
+  uint64_t delays = 0;        // messages held back for up to several election timeouts
+  uint64_t partitions = 0;    // network partition changes (cuts, not heals)
+  uint64_t crashes = 0;       // crash-restarts at a tick boundary
+  uint64_t torn_readies = 0;  // crashes between sending a Ready's messages and persisting it
+  uint64_t pauses = 0;        // a node stops running for a while (GC pause, stalled disk)
 
   uint64_t Total() const {
     return drops + duplicates + delays + partitions + crashes + torn_readies + pauses;
@@ -71,8 +71,8 @@ struct SimResult {
   absl::Status status;
   FaultCounts faults;
   uint64_t ticks = 0;
-  uint64_t committed = 0;        // highest commit index seen
-  uint64_t leaders = 0;          // distinct terms with a leader
+  uint64_t committed = 0;  // highest commit index seen
+  uint64_t leaders = 0;    // distinct terms with a leader
   uint64_t reads_answered = 0;
   uint64_t transfers = 0;        // leadership transfers requested
   int liveness_ticks_used = -1;  // ticks from healing to the fresh commit on all nodes

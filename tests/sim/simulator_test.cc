@@ -66,10 +66,9 @@ TEST_P(BrokenCoreTest, IsCaughtWithinTheSeedBudget) {
   o.stop_at_first_failure = true;
   auto r = RunBatch(o, &std::cout);
   ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_GE(r->failures, 1u) << "--bug=" << GetParam() << " survived " << r->seeds_run
-                             << " seeds";
-  std::cout << "--bug=" << GetParam() << " caught at seed " << r->failing_seeds.front()
-            << " after " << r->seeds_run << " seeds: " << r->failure_messages.front() << "\n";
+  ASSERT_GE(r->failures, 1u) << "--bug=" << GetParam() << " survived " << r->seeds_run << " seeds";
+  std::cout << "--bug=" << GetParam() << " caught at seed " << r->failing_seeds.front() << " after "
+            << r->seeds_run << " seeds: " << r->failure_messages.front() << "\n";
   EXPECT_EQ(r->failure_messages.front().find("liveness"), std::string::npos)
       << "caught only as a liveness failure: " << r->failure_messages.front();
 }

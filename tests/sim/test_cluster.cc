@@ -196,7 +196,8 @@ int TestCluster::TickUntil(const std::vector<uint64_t>& ids, const std::function
 }
 
 bool TestCluster::Campaign(uint64_t id, int max_ticks) {
-  return TickUntil({id}, [&] { return Status(id).role == raft::Role::kLeader; }, max_ticks) >= 0;
+  return TickUntil(
+             {id}, [&] { return Status(id).role == raft::Role::kLeader; }, max_ticks) >= 0;
 }
 
 uint64_t TestCluster::Leader() const {

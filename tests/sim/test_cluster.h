@@ -74,8 +74,7 @@ class TestCluster {
 
   // Ticks each node in `ids` once, then stabilizes, until `done()` holds or
   // `max_ticks` rounds passed. Returns the rounds used, or -1 on timeout.
-  int TickUntil(const std::vector<uint64_t>& ids, const std::function<bool()>& done,
-                int max_ticks);
+  int TickUntil(const std::vector<uint64_t>& ids, const std::function<bool()>& done, int max_ticks);
   std::vector<uint64_t> All() const;
   // Ticks only `id` (stabilizing after each tick) until it is leader.
   bool Campaign(uint64_t id, int max_ticks = 100);
