@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <iostream>
+#include <sstream>
 
 namespace raftkv::sim {
 namespace {
@@ -20,7 +21,12 @@ TEST(Simulator, SameSeedReplaysTheSameRun) {
     o.seed = 42;
     o.nodes = nodes;
     SimResult a = RunSimulation(o);
+    // Verbose logging must not change the run: the replay command adds it.
+    std::ostringstream log;
+    o.verbose = true;
+    o.log = &log;
     SimResult b = RunSimulation(o);
+    EXPECT_NE(log.str().find("liveness:"), std::string::npos);
     EXPECT_TRUE(a.status.ok()) << a.status;
     EXPECT_EQ(a.status, b.status);
     EXPECT_EQ(a.ticks, b.ticks);
@@ -71,6 +77,14 @@ TEST_P(BrokenCoreTest, IsCaughtWithinTheSeedBudget) {
             << r->seeds_run << " seeds: " << r->failure_messages.front() << "\n";
   EXPECT_EQ(r->failure_messages.front().find("liveness"), std::string::npos)
       << "caught only as a liveness failure: " << r->failure_messages.front();
+
+  // The failing seed, run alone (as its replay command does), fails the same way.
+  SimOptions alone;
+  alone.seed = r->failing_seeds.front();
+  alone.nodes = NodesForSeed(o.nodes, alone.seed);
+  alone.bugs = *ParseBug(GetParam());
+  SimResult again = RunSimulation(alone);
+  EXPECT_EQ(again.status.message(), r->failure_messages.front());
 }
 
 INSTANTIATE_TEST_SUITE_P(Bugs, BrokenCoreTest, ::testing::ValuesIn(BugNames()),
