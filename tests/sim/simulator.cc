@@ -274,6 +274,12 @@ absl::Status Simulation::HandleReady(SimNode& n) {
             "after sending, before persisting");
       return absl::OkStatus();
     }
+    if (rd.snapshot.has_value()) {
+      // Leaders send snapshots only to followers behind a compacted log.
+      return absl::InternalError(absl::StrCat("node ", n.id, " was handed a snapshot at index ",
+                                              rd.snapshot->index(),
+                                              " but no log in the simulation is ever compacted"));
+    }
     if (!rd.entries.empty()) {
       if (auto s = checker_.OnPersistEntries(n.id, n.storage, rd.entries); !s.ok()) return s;
       if (auto s = n.storage.Append(rd.entries); !s.ok()) {

@@ -49,6 +49,11 @@ void TestCluster::HandleReady(TestNode& n) {
       Record(checker_.OnSend(n.id, m));
       in_flight_.push_back(std::move(m));
     }
+    if (rd.snapshot.has_value()) {
+      Record(absl::InternalError(absl::StrCat("node ", n.id, " was handed a snapshot at index ",
+                                              rd.snapshot->index(),
+                                              " but no log here is ever compacted")));
+    }
     if (!rd.entries.empty()) {
       Record(checker_.OnPersistEntries(n.id, n.storage, rd.entries));
       if (auto s = n.storage.Append(rd.entries); !s.ok()) {
