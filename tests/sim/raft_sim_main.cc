@@ -117,10 +117,10 @@ int main(int argc, char** argv) {
               << "\n"
               << r.ticks << " ticks, " << r.committed << " committed, " << r.leaders
               << " leader terms, " << r.reads_answered << " reads answered, " << r.transfers
-              << " transfers; faults: " << r.faults.drops << " drops, " << r.faults.duplicates
-              << " duplicates, " << r.faults.delays << " delays, " << r.faults.partitions
-              << " partitions, " << r.faults.crashes << " crashes, " << r.faults.torn_readies
-              << " torn readies, " << r.faults.pauses
+              << " transfers, " << r.snapshots << " snapshots; faults: " << r.faults.drops
+              << " drops, " << r.faults.duplicates << " duplicates, " << r.faults.delays
+              << " delays, " << r.faults.partitions << " partitions, " << r.faults.crashes
+              << " crashes, " << r.faults.torn_readies << " torn readies, " << r.faults.pauses
               << " pauses; liveness after heal: " << r.liveness_ticks_used << " ticks\n";
     if (!r.status.ok()) std::cout << "replay: " << raftkv::sim::ReplayCommand(so) << "\n";
     const bool failed = !r.status.ok();
@@ -134,8 +134,9 @@ int main(int argc, char** argv) {
   const auto& fc = result->faults;
   std::cout << "faults: " << fc.drops << " drops, " << fc.duplicates << " duplicates, " << fc.delays
             << " delays, " << fc.partitions << " partitions, " << fc.crashes << " crashes, "
-            << fc.torn_readies << " torn readies, " << fc.pauses
-            << " pauses; slowest recovery after heal: " << result->max_liveness_ticks << " ticks\n";
+            << fc.torn_readies << " torn readies, " << fc.pauses << " pauses; " << result->snapshots
+            << " snapshots installed; slowest recovery after heal: " << result->max_liveness_ticks
+            << " ticks\n";
   std::cout << result->Summary() << std::endl;
   const bool failed = result->failures > 0;
   if (f.expect_failure && !failed) {

@@ -285,14 +285,48 @@ absl::Status SafetyChecker::OnReadDropped(uint64_t node, const std::string& cont
   return absl::OkStatus();
 }
 
-void SafetyChecker::OnCrash(uint64_t node) {
+absl::Status SafetyChecker::OnSnapshot(uint64_t node, const raft::SnapshotMetadata& meta) {
+  PerNode& n = nodes_[node];
+  const uint64_t i = meta.index();
+  if (i == 0 || i > committed_.size()) {
+    return Fail(absl::InternalError(absl::StrCat("node ", node, " installs a snapshot at index ", i,
+                                                 " but only ", committed_.size(),
+                                                 " entries are known committed")));
+  }
+  if (committed_[i - 1].term != meta.term()) {
+    return Fail(absl::InternalError(absl::StrCat("node ", node, " installs a snapshot at index ", i,
+                                                 " term ", meta.term(), " but the entry committed",
+                                                 " there has term ", committed_[i - 1].term)));
+  }
+  if (n.applied > i) {
+    return Fail(absl::InternalError(absl::StrCat("node ", node, " installs a snapshot at index ", i,
+                                                 " behind its applied index ", n.applied)));
+  }
+  // The log and the state machine now hold exactly the committed prefix.
+  n.chain.resize(i);
+  n.chain_terms.resize(i);
+  for (uint64_t k = 0; k < i; ++k) {
+    n.chain[k] = committed_[k].prefix_hash;
+    n.chain_terms[k] = committed_[k].term;
+  }
+  n.applied = i;
+  n.applied_hash = committed_[i - 1].prefix_hash;
+  while (applied_prefix_.size() < i) {
+    applied_prefix_.push_back(committed_[applied_prefix_.size()].prefix_hash);
+  }
+  return absl::OkStatus();
+}
+
+void SafetyChecker::OnCrash(uint64_t node, bool keep_state_machine) {
   PerNode& n = nodes_[node];
   n.up = false;
   n.is_leader = false;
   n.commit = 0;
   n.commit_checked = 0;
-  n.applied = 0;
-  n.applied_hash = 0;
+  if (!keep_state_machine) {
+    n.applied = 0;
+    n.applied_hash = 0;
+  }
   for (auto it = reads_.begin(); it != reads_.end();) {
     it = it->second.node == node ? reads_.erase(it) : std::next(it);
   }

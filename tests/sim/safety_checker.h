@@ -84,8 +84,13 @@ class SafetyChecker {
   absl::Status Observe(uint64_t node, const raft::NodeStatus& status,
                        const raft::MemoryStorage& log);
 
-  // `node` crashed / restarted from `log` (its volatile state is gone).
-  void OnCrash(uint64_t node);
+  // `node` replaces its log (and state machine) by a leader's snapshot.
+  // Checks that the snapshot covers only committed entries.
+  absl::Status OnSnapshot(uint64_t node, const raft::SnapshotMetadata& meta);
+
+  // `node` crashed (its volatile state is gone; its state machine too unless
+  // `keep_state_machine`, when the applied index is durable) / restarted.
+  void OnCrash(uint64_t node, bool keep_state_machine = false);
   void OnRestart(uint64_t node);
 
   // The first violation reported, OK if none.

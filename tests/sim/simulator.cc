@@ -46,6 +46,9 @@ struct FaultProfile {
   double propose = 0;          // client proposals per tick
   double read = 0;             // client ReadIndex requests per tick
   double transfer = 0;         // leadership transfers per tick
+  // Per node per tick: compact the log up to a random index at or below the
+  // applied index (only in runs whose state machines are durable).
+  double compact = 0;
 };
 
 struct InFlight {
@@ -68,7 +71,15 @@ struct SimNode {
   int tick_period = kStepsPerTick;   // steps per tick: clocks drift a little
   int tick_phase = 0;
   std::vector<InFlight> inbox;  // min-heap on (deliver_at, order)
-  std::vector<std::string> final_applied;
+  // In runs with durable state machines: the applied index, which survives
+  // a crash like the log does (the state machine's own disk). Logs are then
+  // compacted up to it, and followers behind a compacted log get snapshots.
+  uint64_t sm_applied = 0;
+  // Peers whose snapshot the network lost since this node last ran; the
+  // transport tells the core (ReportSnapshotFailure) before the next step.
+  std::vector<uint64_t> snapshot_failures;
+  // Leaders whose snapshot this node received and has not answered yet.
+  std::set<uint64_t> snapshot_calls;
   raft::NodeStatus status;  // as of the last observation
 };
 
@@ -105,6 +116,8 @@ class Simulation {
   absl::Status Observe(SimNode& n);
   absl::Status RunStep();
   absl::Status Deliver(SimNode& n);
+  // The network lost `msg`; a lost snapshot is reported back to its sender.
+  void Lost(const Message& msg);
   absl::Status ClientActions();
   void InjectFaults();
   void NewPartition();
@@ -128,15 +141,21 @@ class Simulation {
   uint64_t next_read_ = 0;
   uint64_t order_ = 0;
   SimResult result_;
-  // Liveness phase: fresh proposals, and how many nodes applied each.
-  std::map<std::string, int> final_applied_count_;
+  // Liveness phase: one fresh proposal per leader (node, term), and the index
+  // of the first one applied anywhere.
+  uint64_t final_index_ = 0;
   std::set<std::pair<uint64_t, uint64_t>> final_proposed_;  // (node, term)
   bool live_ = false;
   bool storm_ = false;
+  bool durable_sm_ = false;
+  raftkv::v1::ConfState conf_;  // the (fixed) membership
+  absl::Status compaction_error_;
 };
 
 absl::Status Simulation::StartNode(SimNode& n) {
-  n.config.applied = 0;  // the state machine is not durable: replay it
+  // A volatile state machine is replayed from the start of the log; a
+  // durable one resumes after what it applied.
+  n.config.applied = durable_sm_ ? n.sm_applied : 0;
   auto node = raft::Node::Create(n.config, &n.storage);
   if (!node.ok()) {
     return absl::InternalError(absl::StrCat(
@@ -144,7 +163,6 @@ absl::Status Simulation::StartNode(SimNode& n) {
   }
   n.node = std::move(*node);
   checker_.OnRestart(n.id);
-  n.final_applied.clear();
   return Observe(n);
 }
 
@@ -189,11 +207,15 @@ void Simulation::Setup() {
     max_append = 1;
     max_inflight = 1;
   }
+  // A third of the runs keep their state machines on disk and compact logs,
+  // so leaders must send snapshots to followers that fell behind.
+  durable_sm_ = Chance(1.0 / 3);
+  prof_.compact = durable_sm_ ? 0.05 : 0;
   const bool pre_vote = Chance(0.8);
   const bool check_quorum = Chance(0.8);
   const int heartbeat = static_cast<int>(Between(1, 3));
 
-  raftkv::v1::ConfState conf;
+  raftkv::v1::ConfState& conf = conf_;
   for (int i = 1; i <= opt_.nodes; ++i) conf.add_voters(i);
   nodes_.resize(opt_.nodes);
   blocked_.assign(opt_.nodes + 1, std::vector<bool>(opt_.nodes + 1, false));
@@ -219,12 +241,13 @@ void Simulation::Setup() {
       " crash=", prof_.crash, " leader_crash=", prof_.leader_crash, " torn=", prof_.torn_ready,
       " fresh_leader_crash=", prof_.fresh_leader_crash, " commit_crash=", prof_.commit_crash,
       " pause=", prof_.pause, " partition_gap=", prof_.mean_partition_gap,
-      " max_append=", max_append, " inflight=", max_inflight, " pre_vote=", pre_vote,
-      " check_quorum=", check_quorum, " heartbeat=", heartbeat);
+      " max_append=", max_append, " inflight=", max_inflight, " durable_sm=", durable_sm_,
+      " pre_vote=", pre_vote, " check_quorum=", check_quorum, " heartbeat=", heartbeat);
 }
 
 absl::Status Simulation::Send(uint64_t from, const Message& msg) {
   if (auto s = checker_.OnSend(from, msg); !s.ok()) return s;
+  if (msg.has_snapshot_response()) nodes_[from - 1].snapshot_calls.erase(msg.to());
   if (msg.to() < 1 || msg.to() > nodes_.size()) {
     return absl::InternalError(
         absl::StrCat("node ", from, " sent a message to unknown node ", msg.to()));
@@ -233,6 +256,7 @@ absl::Status Simulation::Send(uint64_t from, const Message& msg) {
   if (chaos_) {
     if (Chance(prof_.drop)) {
       ++result_.faults.drops;
+      Lost(msg);
       return absl::OkStatus();
     }
     if (Chance(prof_.duplicate)) {
@@ -257,9 +281,14 @@ void Simulation::Crash(SimNode& n, uint64_t down_steps, const char* why) {
   Log("node ", n.id, " crashes (", why, "), down for ", down_steps, " steps");
   n.node.reset();
   n.crash_at = 0;
+  n.snapshot_failures.clear();
+  for (uint64_t leader : n.snapshot_calls) {
+    if (Up(nodes_[leader - 1])) nodes_[leader - 1].snapshot_failures.push_back(n.id);
+  }
+  n.snapshot_calls.clear();
   n.restart_at = step_ + down_steps;
   n.paused_until = 0;
-  checker_.OnCrash(n.id);
+  checker_.OnCrash(n.id, /*keep_state_machine=*/durable_sm_);
 }
 
 absl::Status Simulation::HandleReady(SimNode& n) {
@@ -275,10 +304,17 @@ absl::Status Simulation::HandleReady(SimNode& n) {
       return absl::OkStatus();
     }
     if (rd.snapshot.has_value()) {
-      // Leaders send snapshots only to followers behind a compacted log.
-      return absl::InternalError(absl::StrCat("node ", n.id, " was handed a snapshot at index ",
-                                              rd.snapshot->index(),
-                                              " but no log in the simulation is ever compacted"));
+      if (!durable_sm_) {
+        // Leaders send snapshots only to followers behind a compacted log.
+        return absl::InternalError(absl::StrCat("node ", n.id, " was handed a snapshot at index ",
+                                                rd.snapshot->index(),
+                                                " but no log in this run is ever compacted"));
+      }
+      if (auto s = checker_.OnSnapshot(n.id, *rd.snapshot); !s.ok()) return s;
+      Log("node ", n.id, " installs a snapshot at index ", rd.snapshot->index());
+      n.storage.ApplySnapshot(*rd.snapshot);
+      n.sm_applied = rd.snapshot->index();
+      ++result_.snapshots;
     }
     if (!rd.entries.empty()) {
       if (auto s = checker_.OnPersistEntries(n.id, n.storage, rd.entries); !s.ok()) return s;
@@ -299,10 +335,8 @@ absl::Status Simulation::HandleReady(SimNode& n) {
     }
     for (const raft::Entry& e : rd.committed_entries) {
       if (auto s = checker_.OnApply(n.id, e); !s.ok()) return s;
-      if (e.data().starts_with("final-")) {
-        n.final_applied.push_back(e.data());
-        ++final_applied_count_[e.data()];
-      }
+      n.sm_applied = e.index();
+      if (final_index_ == 0 && e.data().starts_with("final-")) final_index_ = e.index();
     }
     for (const raft::ReadState& rs : rd.read_states) {
       if (auto s = checker_.OnReadState(n.id, rs, n.node->Status().commit); !s.ok()) return s;
@@ -340,12 +374,29 @@ absl::Status Simulation::Observe(SimNode& n) {
   return checker_.Observe(n.id, st, n.storage);
 }
 
+// A snapshot travels as one InstallSnapshot call: it ends either with the
+// follower's answer reaching the leader or with the transport reporting a
+// failure (request or answer lost, follower crashed while handling it).
+void Simulation::Lost(const Message& msg) {
+  if (msg.has_snapshot_request()) {
+    SimNode& leader = nodes_[msg.from() - 1];
+    if (Up(leader)) leader.snapshot_failures.push_back(msg.to());
+  } else if (msg.has_snapshot_response()) {
+    SimNode& leader = nodes_[msg.to() - 1];
+    if (Up(leader)) leader.snapshot_failures.push_back(msg.from());
+  }
+}
+
 absl::Status Simulation::Deliver(SimNode& n) {
   while (!n.inbox.empty() && n.inbox.front().deliver_at <= step_) {
     std::pop_heap(n.inbox.begin(), n.inbox.end(), std::greater<>());
     InFlight f = std::move(n.inbox.back());
     n.inbox.pop_back();
-    if (Blocked(f.msg.from(), n.id)) continue;  // cut by a partition
+    if (Blocked(f.msg.from(), n.id)) {  // cut by a partition
+      Lost(f.msg);
+      continue;
+    }
+    if (f.msg.has_snapshot_request()) n.snapshot_calls.insert(f.msg.from());
     if (auto s = n.node->Step(f.msg); !s.ok()) {
       return absl::InternalError(absl::StrCat("node ", n.id, " rejects a message from node ",
                                               f.msg.from(), " as malformed: ", s.message(), " [",
@@ -519,6 +570,14 @@ void Simulation::InjectFaults() {
   const uint64_t max_down = 3 * kElectionTicks * kStepsPerTick;
   for (SimNode& n : nodes_) {
     if (!Up(n)) continue;
+    if (n.sm_applied >= n.storage.FirstIndex() && Chance(prof_.compact)) {
+      // Only what the durable state machine holds may leave the log.
+      const uint64_t to = Between(n.storage.FirstIndex(), n.sm_applied);
+      if (auto s = n.storage.Compact(to, conf_); !s.ok()) {
+        compaction_error_ = absl::InternalError(
+            absl::StrCat("node ", n.id, " cannot compact to ", to, ": ", s.message()));
+      }
+    }
     if (n.crash_at != 0 && n.crash_at <= step_) {
       ++result_.faults.crashes;
       Crash(n, Chance(0.3) ? 0 : Between(1, 2 * max_down), "leader, scheduled");
@@ -563,6 +622,7 @@ absl::Status Simulation::RunStep() {
       // Messages that arrive while a node is down are lost.
       while (!n.inbox.empty() && n.inbox.front().deliver_at <= step_) {
         std::pop_heap(n.inbox.begin(), n.inbox.end(), std::greater<>());
+        Lost(n.inbox.back().msg);
         n.inbox.pop_back();
       }
       if (n.restart_at > step_) continue;
@@ -570,13 +630,15 @@ absl::Status Simulation::RunStep() {
       if (auto s = StartNode(n); !s.ok()) return s;
     }
     if (!Running(n)) continue;  // paused: messages wait in its inbox
+    for (uint64_t peer : n.snapshot_failures) n.node->ReportSnapshotFailure(peer);
+    n.snapshot_failures.clear();
     if (auto s = Deliver(n); !s.ok()) return s;
     if (static_cast<int>(step_ % n.tick_period) == n.tick_phase) n.node->Tick();
     if (auto s = HandleReady(n); !s.ok()) return s;
   }
   if (auto s = ClientActions(); !s.ok()) return s;
   if (chaos_) InjectFaults();
-  return absl::OkStatus();
+  return compaction_error_;
 }
 
 SimResult Simulation::Run() {
@@ -603,13 +665,28 @@ SimResult Simulation::Run() {
     }
     if (auto s = RunStep(); !s.ok()) return finish(s);
     if (live_) {
-      for (const auto& [value, count] : final_applied_count_) {
-        if (count == static_cast<int>(nodes_.size())) {
-          result_.liveness_ticks_used = static_cast<int>((step_ - chaos_steps) / kStepsPerTick);
-          Log("liveness: ", value, " applied on all nodes after ", result_.liveness_ticks_used,
-              " ticks");
-          return finish(absl::OkStatus());
-        }
+      bool all = final_index_ != 0;
+      for (const SimNode& n : nodes_) {
+        all = all && Up(n) && checker_.applied_on(n.id) >= final_index_;
+      }
+      if (all) {
+        result_.liveness_ticks_used = static_cast<int>((step_ - chaos_steps) / kStepsPerTick);
+        Log("liveness: fresh entry ", final_index_, " applied on all nodes after ",
+            result_.liveness_ticks_used, " ticks");
+        return finish(absl::OkStatus());
+      }
+    }
+  }
+  if (opt_.verbose) {
+    for (const SimNode& n : nodes_) {
+      if (!Up(n)) continue;
+      raft::NodeStatus st = n.node->Status();
+      Log("node ", n.id, ": ", raft::RoleName(st.role), " term ", st.term, " commit ", st.commit,
+          " applied ", checker_.applied_on(n.id), " log [", n.storage.FirstIndex(), ", ",
+          n.storage.LastIndex(), "]");
+      for (const auto& [id, p] : st.peers) {
+        Log("  peer ", id, ": ", raft::ProgressStateName(p.state), " match ", p.match, " next ",
+            p.next, " inflight ", p.inflight, " ticks since contact ", p.ticks_since_contact);
       }
     }
   }
@@ -718,6 +795,7 @@ absl::StatusOr<BatchResult> RunBatch(const BatchOptions& options, std::ostream* 
       BatchResult& total = shared.total;
       ++total.seeds_run;
       total.faults += r.faults;
+      total.snapshots += r.snapshots;
       total.max_liveness_ticks = std::max(total.max_liveness_ticks, r.liveness_ticks_used);
       if (!r.status.ok()) {
         ++total.failures;

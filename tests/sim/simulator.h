@@ -75,6 +75,7 @@ struct SimResult {
   uint64_t leaders = 0;    // distinct terms with a leader
   uint64_t reads_answered = 0;
   uint64_t transfers = 0;        // leadership transfers requested
+  uint64_t snapshots = 0;        // snapshots installed by followers
   int liveness_ticks_used = -1;  // ticks from healing to the fresh commit on all nodes
 };
 
@@ -107,6 +108,7 @@ struct BatchResult {
   FaultCounts faults;
   double seconds = 0;
   int max_liveness_ticks = 0;
+  uint64_t snapshots = 0;  // installed, over all seeds
   std::vector<uint64_t> failing_seeds;
   std::vector<std::string> failure_messages;  // same order as failing_seeds
   std::string Summary() const;
