@@ -11,10 +11,17 @@
 // isolated nodes and leaders, asymmetric one-way cuts, a bridge node that sees
 // both halves); nodes crash (also between sending a Ready's messages_send_now
 // and persisting it, so state that was not persisted before a message went out
-// is visibly lost), pause, and restart from what their MemoryStorage holds,
-// replaying their state machine from index 1 (Config.applied = 0). Then every
-// fault heals and the run must show liveness: within a bounded number of ticks
-// a leader is elected and a fresh proposal is applied on every node.
+// is visibly lost), pause, and restart from what their MemoryStorage holds.
+// In two thirds of the runs the state machine is volatile and is replayed from
+// index 1 (Config.applied = 0); in the other third it is durable (its applied
+// index survives crashes), logs are compacted up to it at random, and
+// followers that fall behind a compacted log receive snapshots. A third of the
+// runs are "leader storms": every new leader crashes within a few ticks, often
+// right after advancing its commit index, with one entry per AppendEntries —
+// the short-lived, partially replicated leaders of the paper's figure 8.
+// Then every fault heals and the run must show liveness: within a bounded
+// number of ticks a leader is elected and a fresh proposal is applied on every
+// node.
 //
 // After every step a SafetyChecker (safety_checker.h) checks election safety,
 // one vote per term, log matching, commit safety, leader completeness,
