@@ -11,11 +11,10 @@
 //
 // Data goes to $RAFTKV_BENCH_DIR (default $TMPDIR or /tmp), which should be
 // on the disk a node would use. Usage: storage_bench [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-#include <benchmark/benchmark.h>
 
 #include <filesystem>
 #include <random>
@@ -108,8 +107,8 @@ void LogAppend(benchmark::State& state, bool sync) {
     }
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
-  state.counters["fsyncs/s"] = benchmark::Counter(sync ? static_cast<double>(state.iterations()) : 0,
-                                                  benchmark::Counter::kIsRate);
+  state.counters["fsyncs/s"] = benchmark::Counter(
+      sync ? static_cast<double>(state.iterations()) : 0, benchmark::Counter::kIsRate);
 }
 
 void LogAppendSync(benchmark::State& state) { LogAppend(state, true); }

@@ -12,17 +12,16 @@
 // The kill moment is chosen by counting the child's own progress lines (no
 // sleeps); every wait on the child is bounded by a deadline.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <chrono>
-#include <filesystem>
 #include <cinttypes>
+#include <filesystem>
 #include <random>
 #include <sstream>
 
@@ -104,7 +103,8 @@ class Child {
         buf_.erase(0, nl + 1);
         return line;
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) {
         *timed_out = true;
         return std::nullopt;
@@ -252,9 +252,10 @@ TEST(CrashTest, SigkillAtRandomMomentsLosesNothingAcknowledged) {
     if (HasFailure()) return;
   }
   // Not assertions on timing, just a record of what the kills hit.
-  std::printf("%d kills: no batch in flight %d times; in-flight batch durable %d times, "
-              "lost %d times; log ends at %" PRIu64 "\n",
-              kKills, none_in_flight, in_flight_survived, in_flight_lost, acked.last());
+  std::printf(
+      "%d kills: no batch in flight %d times; in-flight batch durable %d times, "
+      "lost %d times; log ends at %" PRIu64 "\n",
+      kKills, none_in_flight, in_flight_survived, in_flight_lost, acked.last());
 }
 
 // A follower installing snapshots is killed mid-import, many times: after
@@ -330,8 +331,8 @@ TEST(CrashTest, SigkillDuringSnapshotImportLeavesOldOrNewState) {
     }
     EXPECT_EQ(dbs, 1) << "leftover databases after reopen";
   }
-  std::printf("%d kills during imports; the in-flight snapshot was already live %d times\n",
-              kKills, saw_new);
+  std::printf("%d kills during imports; the in-flight snapshot was already live %d times\n", kKills,
+              saw_new);
 }
 
 }  // namespace

@@ -123,7 +123,8 @@ class StorageCluster {
     c.mutable_put()->set_key(key);
     c.mutable_put()->set_value("v-" + key);
     if (!sms_[leader]->Validate(c).ok()) return false;
-    return nodes_[leader]->Propose(c.SerializeAsString()).outcome == raft::ProposeOutcome::kAccepted;
+    return nodes_[leader]->Propose(c.SerializeAsString()).outcome ==
+           raft::ProposeOutcome::kAccepted;
   }
 
   void Isolate(uint64_t id) { isolated_.insert(id); }
@@ -236,7 +237,8 @@ TEST(RaftOnStorage, ThreeNodesSurviveRestartsPartitionsAndCompaction) {
       EXPECT_FALSE(c.sm(id).Get("lost" + std::to_string(i))->has_value());
     }
     EXPECT_EQ(c.log(id).LastIndex(), c.log(leader).LastIndex());
-    EXPECT_EQ(*c.log(id).Term(c.log(id).LastIndex()), *c.log(leader).Term(c.log(leader).LastIndex()));
+    EXPECT_EQ(*c.log(id).Term(c.log(id).LastIndex()),
+              *c.log(leader).Term(c.log(leader).LastIndex()));
   }
 }
 
