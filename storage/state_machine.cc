@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "leveldb/filter_policy.h"
 #include "leveldb/write_batch.h"
 #include "storage/db_util.h"
 #include "storage/state_machine_keys.h"
@@ -67,6 +68,11 @@ leveldb::Options StateMachineDbOptions(const StateMachineOptions& options) {
   lo.paranoid_checks = true;
   lo.write_buffer_size = options.write_buffer_size;
   lo.max_file_size = 32 << 20;
+  // Most puts look up a key (and a session) that may not exist yet: bloom
+  // filters answer those without reading a block from every level. One
+  // process-wide policy, never freed (LevelDB needs it as long as any db).
+  static const leveldb::FilterPolicy* const kBloom = leveldb::NewBloomFilterPolicy(10);
+  lo.filter_policy = kBloom;
   if (options.env != nullptr) lo.env = options.env;
   return lo;
 }
