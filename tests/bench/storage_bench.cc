@@ -145,13 +145,12 @@ void Apply(benchmark::State& state) {
 BENCHMARK(Apply)->Arg(1)->Arg(64)->Arg(1024)->UseRealTime();
 
 // A state machine with 100k keys, filled once and shared by the read
-// benchmarks.
+// benchmarks; closed and removed at exit (statics die in reverse order).
 StateMachine* Filled() {
-  static BenchDir* dir = new BenchDir;
-  static StateMachine* sm = [] {
-    auto s = StateMachine::Open(dir->path(), {});
+  static BenchDir dir;
+  static std::unique_ptr<StateMachine> sm = [] {
+    auto s = StateMachine::Open(dir.path(), {});
     if (!s.ok()) std::abort();
-    StateMachine* m = s->release();
     std::vector<raft::Entry> batch;
     for (uint64_t i = 1; i <= 100000; ++i) {
       raft::Entry e;
@@ -160,13 +159,13 @@ StateMachine* Filled() {
       e.set_data(PutCommand(i));
       batch.push_back(std::move(e));
       if (batch.size() == 1000) {
-        if (!m->Apply(batch).ok()) std::abort();
+        if (!(*s)->Apply(batch).ok()) std::abort();
         batch.clear();
       }
     }
-    return m;
+    return std::move(*s);
   }();
-  return sm;
+  return sm.get();
 }
 
 void Range(benchmark::State& state) {
