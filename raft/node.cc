@@ -1,0 +1,939 @@
+// The Raft core. Structure follows the Raft paper's figure 2: Step() settles
+// the message's term once (§5.1, plus PreVote and leader stickiness from the
+// thesis §9.6), then hands the message to the step function of the current
+// role. Each role's data lives in its own struct inside `role_`, so only the
+// leader can touch follower progress and only a candidate counts votes.
+
+#include <algorithm>
+#include <deque>
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "raft/node.h"
+#include "raft/progress.h"
+#include "raft/quorum.h"
+#include "raft/raft_log.h"
+
+namespace raftkv::raft {
+
+const char* RoleName(Role role) {
+  switch (role) {
+    case Role::kFollower:
+      return "follower";
+    case Role::kPreCandidate:
+      return "pre-candidate";
+    case Role::kCandidate:
+      return "candidate";
+    case Role::kLeader:
+      return "leader";
+  }
+  return "unknown";
+}
+
+const char* ProgressStateName(ProgressState state) {
+  switch (state) {
+    case ProgressState::kProbe:
+      return "probe";
+    case ProgressState::kReplicate:
+      return "replicate";
+    case ProgressState::kSnapshot:
+      return "snapshot";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// splitmix64: tiny, seedable, and the same on every platform.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed) {}
+  uint64_t Next() {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+struct FollowerRole {};
+
+// Votes received in a (pre-)election: id -> granted.
+struct PreCandidateRole {
+  std::map<uint64_t, bool> votes;
+};
+struct CandidateRole {
+  std::map<uint64_t, bool> votes;
+};
+
+struct PendingRead {
+  std::string context;
+  uint64_t index = 0;  // 0 until the leader has committed an entry of its term
+  uint64_t round = 0;  // heartbeat round that must be acknowledged by a quorum
+};
+
+struct LeaderRole {
+  std::map<uint64_t, Progress> progress;  // every peer except this node
+  std::deque<PendingRead> reads;          // in increasing round order
+  uint64_t transfer_target = 0;
+  int heartbeat_elapsed = 0;
+  bool broadcast_pending = false;   // proposals appended since the last send
+  bool read_round_pending = false;  // reads waiting for a round to be sent
+};
+
+uint64_t MessageTerm(const Message& m) {
+  switch (m.body_case()) {
+    case Message::kVoteRequest:
+      return m.vote_request().term();
+    case Message::kVoteResponse:
+      return m.vote_response().term();
+    case Message::kAppendRequest:
+      return m.append_request().term();
+    case Message::kAppendResponse:
+      return m.append_response().term();
+    case Message::kSnapshotRequest:
+      return m.snapshot_request().term();
+    case Message::kSnapshotResponse:
+      return m.snapshot_response().term();
+    case Message::kTimeoutNow:
+      return m.timeout_now().term();
+    case Message::BODY_NOT_SET:
+      break;
+  }
+  return 0;
+}
+
+bool SameHardState(const HardState& a, const HardState& b) {
+  return a.term() == b.term() && a.vote() == b.vote() && a.commit() == b.commit();
+}
+
+class NodeImpl final : public Node {
+ public:
+  NodeImpl(const Config& config, const LogStorage* storage, const InitialState& init,
+           uint64_t commit)
+      : config_(config),
+        storage_(storage),
+        rng_(config.random_seed * 0x9e3779b97f4a7c15ULL + config.id),
+        log_(storage, commit, std::min(config.applied, commit)),
+        term_(init.hard_state.term()),
+        vote_(init.hard_state.vote()) {
+    std::set<uint64_t> voters(init.conf_state.voters().begin(), init.conf_state.voters().end());
+    voters_ = MajorityConfig(std::move(voters));
+    learners_.insert(init.conf_state.learners().begin(), init.conf_state.learners().end());
+    prev_hard_state_.set_term(term_);
+    prev_hard_state_.set_vote(vote_);
+    prev_hard_state_.set_commit(log_.committed());
+    checked_term_ = term_;
+    checked_commit_ = log_.committed();
+    BecomeFollower(term_, 0);
+  }
+
+  // ---- Inputs ----
+
+  void Tick() override {
+    if (auto* leader = std::get_if<LeaderRole>(&role_)) {
+      TickLeader(*leader);
+      return;
+    }
+    ++election_elapsed_;
+    if (Promotable() && election_elapsed_ >= randomized_election_timeout_) {
+      Campaign(config_.pre_vote ? CampaignKind::kPreVote : CampaignKind::kElection);
+    }
+  }
+
+  absl::Status Step(const Message& msg) override {
+    if (msg.body_case() == Message::BODY_NOT_SET) {
+      return absl::InvalidArgumentError("raft message has no body");
+    }
+    if (msg.from() == 0 || msg.from() == config_.id) {
+      return absl::InvalidArgumentError(absl::StrCat("raft message from invalid node ", msg.from()));
+    }
+    if (msg.to() != config_.id) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("raft message for node ", msg.to(), " delivered to node ", config_.id));
+    }
+    if (msg.has_append_request()) {
+      const auto& req = msg.append_request();
+      for (int i = 0; i < req.entries_size(); ++i) {
+        const Entry& e = req.entries(i);
+        if (e.index() != req.prev_log_index() + 1 + i || e.term() > req.term() ||
+            e.term() < req.prev_log_term()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "AppendEntries from ", msg.from(), " carries entry ", e.index(), " (term ", e.term(),
+              ") out of sequence after prev ", req.prev_log_index()));
+        }
+      }
+    }
+
+    const uint64_t m_term = MessageTerm(msg);
+    if (m_term > term_) {
+      if (msg.has_vote_request()) {
+        // Leader stickiness (thesis §4.2.3): while we hear from a live leader,
+        // a disruptive candidate cannot move our term — unless the leader
+        // itself asked it to campaign (leadership transfer).
+        const bool in_lease = config_.check_quorum && leader_ != 0 &&
+                              election_elapsed_ < config_.election_ticks;
+        if (in_lease && !msg.vote_request().leadership_transfer()) return absl::OkStatus();
+        if (!msg.vote_request().pre_vote()) BecomeFollower(m_term, 0);
+        // A pre-vote never changes the receiver's term.
+      } else if (msg.has_vote_response() && msg.vote_response().pre_vote() &&
+                 msg.vote_response().granted()) {
+        // A granted pre-vote carries the term we would campaign in.
+      } else if (msg.has_append_request() || msg.has_snapshot_request() || msg.has_timeout_now()) {
+        BecomeFollower(m_term, msg.from());
+      } else {
+        BecomeFollower(m_term, 0);
+      }
+    } else if (m_term < term_) {
+      if ((config_.check_quorum || config_.pre_vote) && msg.has_append_request()) {
+        // A stale leader may be cut off from everyone who could tell it about
+        // the new term; without this answer it would never step down, and
+        // with PreVote we would never disrupt it either.
+        Message out = Envelope(msg.from());
+        out.mutable_append_response()->set_term(term_);
+        msgs_after_persist_.push_back(std::move(out));
+      } else if (msg.has_vote_request() && msg.vote_request().pre_vote()) {
+        Message out = Envelope(msg.from());
+        auto* resp = out.mutable_vote_response();
+        resp->set_term(term_);
+        resp->set_pre_vote(true);
+        resp->set_granted(false);
+        msgs_after_persist_.push_back(std::move(out));
+      }
+      return absl::OkStatus();
+    }
+
+    if (msg.has_vote_request()) {
+      HandleVoteRequest(msg);
+      return absl::OkStatus();
+    }
+    if (auto* leader = std::get_if<LeaderRole>(&role_)) {
+      StepLeader(*leader, msg);
+    } else if (auto* pre = std::get_if<PreCandidateRole>(&role_)) {
+      StepPreCandidate(*pre, msg);
+    } else if (auto* cand = std::get_if<CandidateRole>(&role_)) {
+      StepCandidate(*cand, msg);
+    } else {
+      StepFollower(msg);
+    }
+    return absl::OkStatus();
+  }
+
+  ProposeResult Propose(std::string data) override {
+    ProposeResult result;
+    auto* leader = std::get_if<LeaderRole>(&role_);
+    if (leader == nullptr) {
+      result.outcome = ProposeOutcome::kNotLeader;
+      result.leader = leader_;
+      return result;
+    }
+    if (leader->transfer_target != 0) {
+      result.outcome = ProposeOutcome::kTransferring;
+      result.leader = leader->transfer_target;
+      return result;
+    }
+    Entry e;
+    e.set_term(term_);
+    e.set_index(log_.LastIndex() + 1);
+    e.set_type(v1::ENTRY_NORMAL);
+    e.set_data(std::move(data));
+    result.outcome = ProposeOutcome::kAccepted;
+    result.index = e.index();
+    result.term = e.term();
+    std::vector<Entry> entries;
+    entries.push_back(std::move(e));
+    log_.Append(std::move(entries));
+    leader->broadcast_pending = true;
+    return result;
+  }
+
+  ProposeOutcome ReadIndex(std::string context) override {
+    auto* leader = std::get_if<LeaderRole>(&role_);
+    if (leader == nullptr) return ProposeOutcome::kNotLeader;
+    PendingRead read;
+    read.context = std::move(context);
+    // Until an entry of this term is committed, our commit index may lag the
+    // true one (§8): the read point is fixed once the no-op commits.
+    read.index = CommittedInCurrentTerm() ? log_.committed() : 0;
+    read.round = read_round_ + 1;
+    leader->reads.push_back(std::move(read));
+    leader->read_round_pending = true;
+    return ProposeOutcome::kAccepted;
+  }
+
+  absl::Status TransferLeadership(uint64_t target) override {
+    auto* leader = std::get_if<LeaderRole>(&role_);
+    if (leader == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node ", config_.id, " is not the leader (leader: ", leader_, ")"));
+    }
+    if (target == config_.id) return absl::OkStatus();
+    if (!voters_.Contains(target)) {
+      return absl::InvalidArgumentError(absl::StrCat("node ", target, " is not a voter"));
+    }
+    leader->transfer_target = target;
+    // The transfer gives up after one election timeout (thesis §3.10).
+    election_elapsed_ = 0;
+    Progress& pr = leader->progress.at(target);
+    if (pr.match() == log_.LastIndex()) {
+      SendTimeoutNow(target);
+    } else {
+      SendAppend(*leader, target, /*allow_empty=*/false);
+    }
+    return absl::OkStatus();
+  }
+
+  // ---- Output ----
+
+  bool HasReady() const override {
+    if (const auto* leader = std::get_if<LeaderRole>(&role_)) {
+      if (leader->broadcast_pending || leader->read_round_pending) return true;
+    }
+    return !log_.unstable().empty() || !SameHardState(CurrentHardState(), prev_hard_state_) ||
+           log_.HasCommittedEntries() || !msgs_send_now_.empty() ||
+           !msgs_after_persist_.empty() || !read_states_.empty() || !dropped_reads_.empty();
+  }
+
+  Ready GetReady() override {
+    if (auto* leader = std::get_if<LeaderRole>(&role_)) {
+      if (leader->broadcast_pending) {
+        leader->broadcast_pending = false;
+        BroadcastAppend(*leader);
+      }
+      if (leader->read_round_pending) {
+        leader->read_round_pending = false;
+        ++read_round_;
+        BroadcastHeartbeat(*leader);
+        AdvanceReads(*leader);
+      }
+    }
+    Ready rd;
+    rd.entries = log_.unstable();
+    HardState hs = CurrentHardState();
+    if (!SameHardState(hs, prev_hard_state_)) {
+      rd.hard_state = hs;
+      prev_hard_state_ = hs;
+    }
+    rd.committed_entries = log_.TakeCommittedEntries(config_.max_committed_bytes_per_ready);
+    rd.messages_send_now = std::move(msgs_send_now_);
+    rd.messages_after_persist = std::move(msgs_after_persist_);
+    rd.read_states = std::move(read_states_);
+    rd.dropped_reads = std::move(dropped_reads_);
+    msgs_send_now_.clear();
+    msgs_after_persist_.clear();
+    read_states_.clear();
+    dropped_reads_.clear();
+    ready_last_entry_ = rd.entries.empty() ? 0 : rd.entries.back().index();
+    return rd;
+  }
+
+  void Advance() override {
+    if (ready_last_entry_ != 0) log_.StableTo(ready_last_entry_);
+    ready_last_entry_ = 0;
+    if (auto* leader = std::get_if<LeaderRole>(&role_)) {
+      // Our own disk write is done: we now count toward the quorum for it.
+      if (MaybeCommit(*leader)) BroadcastAppend(*leader);
+    }
+  }
+
+  NodeStatus Status() const override {
+    NodeStatus s;
+    s.id = config_.id;
+    s.role = CurrentRole();
+    s.term = term_;
+    s.vote = vote_;
+    s.leader = leader_;
+    s.commit = log_.committed();
+    s.applied = log_.applied();
+    s.last_index = log_.LastIndex();
+    s.first_index = log_.FirstIndex();
+    for (uint64_t v : voters_.voters()) s.conf_state.add_voters(v);
+    for (uint64_t l : learners_) s.conf_state.add_learners(l);
+    if (const auto* leader = std::get_if<LeaderRole>(&role_)) {
+      s.transfer_target = leader->transfer_target;
+      PeerStatus self;
+      self.match = log_.persisted();
+      self.next = log_.LastIndex() + 1;
+      self.state = ProgressState::kReplicate;
+      s.peers[config_.id] = self;
+      for (const auto& [id, pr] : leader->progress) {
+        PeerStatus p;
+        p.match = pr.match();
+        p.next = pr.next();
+        p.state = pr.state();
+        p.inflight = pr.inflight();
+        p.ticks_since_contact = pr.ticks_since_contact();
+        s.peers[id] = p;
+      }
+    }
+    return s;
+  }
+
+  absl::Status CheckInvariants() const override {
+    if (!log_.violation().empty()) return absl::InternalError(log_.violation());
+    if (log_.committed() > log_.LastIndex()) {
+      return absl::InternalError(absl::StrCat("commit ", log_.committed(), " beyond last index ",
+                                              log_.LastIndex()));
+    }
+    if (log_.applied() > log_.committed()) {
+      return absl::InternalError(
+          absl::StrCat("applied ", log_.applied(), " beyond commit ", log_.committed()));
+    }
+    if (term_ < checked_term_) {
+      return absl::InternalError(absl::StrCat("term went back from ", checked_term_, " to ", term_));
+    }
+    if (log_.committed() < checked_commit_) {
+      return absl::InternalError(
+          absl::StrCat("commit went back from ", checked_commit_, " to ", log_.committed()));
+    }
+    if (log_.LastTerm() > term_) {
+      return absl::InternalError(
+          absl::StrCat("last log term ", log_.LastTerm(), " above current term ", term_));
+    }
+    if (const auto* leader = std::get_if<LeaderRole>(&role_)) {
+      if (vote_ != config_.id || leader_ != config_.id) {
+        return absl::InternalError(absl::StrCat("leader of term ", term_, " voted for ", vote_,
+                                                " and believes the leader is ", leader_));
+      }
+      for (const auto& [id, pr] : leader->progress) {
+        if (pr.match() >= pr.next() || pr.match() > log_.LastIndex()) {
+          return absl::InternalError(absl::StrCat("progress of ", id, ": match ", pr.match(),
+                                                  " next ", pr.next(), " last ",
+                                                  log_.LastIndex()));
+        }
+      }
+    }
+    checked_term_ = term_;
+    checked_commit_ = log_.committed();
+    return absl::OkStatus();
+  }
+
+ private:
+  enum class CampaignKind { kPreVote, kElection, kTransfer };
+
+  Role CurrentRole() const {
+    if (std::holds_alternative<LeaderRole>(role_)) return Role::kLeader;
+    if (std::holds_alternative<CandidateRole>(role_)) return Role::kCandidate;
+    if (std::holds_alternative<PreCandidateRole>(role_)) return Role::kPreCandidate;
+    return Role::kFollower;
+  }
+
+  HardState CurrentHardState() const {
+    HardState hs;
+    hs.set_term(term_);
+    hs.set_vote(vote_);
+    hs.set_commit(log_.committed());
+    return hs;
+  }
+
+  bool Promotable() const { return voters_.Contains(config_.id); }
+
+  bool CommittedInCurrentTerm() const { return log_.TermOr0(log_.committed()) == term_; }
+
+  Message Envelope(uint64_t to) const {
+    Message m;
+    m.set_from(config_.id);
+    m.set_to(to);
+    return m;
+  }
+
+  void ResetElectionTimer() {
+    election_elapsed_ = 0;
+    randomized_election_timeout_ =
+        config_.election_ticks + static_cast<int>(rng_.Next() % config_.election_ticks);
+  }
+
+  // ---- Role changes ----
+
+  void BecomeFollower(uint64_t term, uint64_t leader) {
+    if (auto* old = std::get_if<LeaderRole>(&role_)) {
+      for (auto& read : old->reads) dropped_reads_.push_back(std::move(read.context));
+    }
+    if (term != term_) {
+      term_ = term;
+      vote_ = 0;
+    }
+    role_ = FollowerRole{};
+    leader_ = leader;
+    ResetElectionTimer();
+  }
+
+  void Campaign(CampaignKind kind) {
+    const bool pre = kind == CampaignKind::kPreVote;
+    uint64_t campaign_term;
+    std::map<uint64_t, bool>* votes;
+    if (pre) {
+      role_ = PreCandidateRole{};
+      votes = &std::get<PreCandidateRole>(role_).votes;
+      campaign_term = term_ + 1;
+    } else {
+      if (auto* old = std::get_if<LeaderRole>(&role_)) {
+        for (auto& read : old->reads) dropped_reads_.push_back(std::move(read.context));
+      }
+      role_ = CandidateRole{};
+      votes = &std::get<CandidateRole>(role_).votes;
+      term_ += 1;
+      vote_ = config_.id;
+      campaign_term = term_;
+    }
+    leader_ = 0;
+    ResetElectionTimer();
+    (*votes)[config_.id] = true;
+    if (TallyVotes(*votes) == VoteResult::kWon) {
+      if (pre) {
+        Campaign(CampaignKind::kElection);
+      } else {
+        BecomeLeader();
+      }
+      return;
+    }
+    for (uint64_t id : voters_.voters()) {
+      if (id == config_.id) continue;
+      Message m = Envelope(id);
+      auto* req = m.mutable_vote_request();
+      req->set_term(campaign_term);
+      req->set_candidate_id(config_.id);
+      req->set_last_log_index(log_.LastIndex());
+      req->set_last_log_term(log_.LastTerm());
+      req->set_pre_vote(pre);
+      req->set_leadership_transfer(kind == CampaignKind::kTransfer);
+      // A real vote request promises our own persisted vote for ourselves.
+      msgs_after_persist_.push_back(std::move(m));
+    }
+  }
+
+  VoteResult TallyVotes(const std::map<uint64_t, bool>& votes) const {
+    return voters_.Tally([&](uint64_t id) -> std::optional<bool> {
+      auto it = votes.find(id);
+      if (it == votes.end()) return std::nullopt;
+      return it->second;
+    });
+  }
+
+  void BecomeLeader() {
+    LeaderRole leader;
+    const uint64_t next = log_.LastIndex() + 1;
+    for (uint64_t id : voters_.voters()) {
+      if (id != config_.id) leader.progress.emplace(id, Progress(next, config_.max_inflight_appends));
+    }
+    for (uint64_t id : learners_) {
+      if (id != config_.id) leader.progress.emplace(id, Progress(next, config_.max_inflight_appends));
+    }
+    role_ = std::move(leader);
+    leader_ = config_.id;
+    election_elapsed_ = 0;
+    // §8: a new leader commits a no-op of its own term so that it learns the
+    // commit index, and so that earlier-term entries become committed (§5.4.2).
+    Entry noop;
+    noop.set_term(term_);
+    noop.set_index(next);
+    noop.set_type(v1::ENTRY_NOOP);
+    std::vector<Entry> entries;
+    entries.push_back(std::move(noop));
+    log_.Append(std::move(entries));
+    std::get<LeaderRole>(role_).broadcast_pending = true;
+  }
+
+  // ---- Votes (any role) ----
+
+  void HandleVoteRequest(const Message& msg) {
+    const auto& req = msg.vote_request();
+    const uint64_t from = msg.from();
+    const bool can_vote = vote_ == from || (vote_ == 0 && leader_ == 0) ||
+                          (req.pre_vote() && req.term() > term_);
+    const bool grant = can_vote && log_.IsUpToDate(req.last_log_index(), req.last_log_term());
+    Message out = Envelope(from);
+    auto* resp = out.mutable_vote_response();
+    resp->set_pre_vote(req.pre_vote());
+    resp->set_granted(grant);
+    // A grant answers in the candidate's term, so it is not taken for stale.
+    resp->set_term(grant ? req.term() : term_);
+    if (grant && !req.pre_vote()) {
+      vote_ = from;
+      election_elapsed_ = 0;
+      if (config_.testing_bugs.vote_before_persist) {
+        msgs_send_now_.push_back(std::move(out));
+        return;
+      }
+    }
+    msgs_after_persist_.push_back(std::move(out));
+  }
+
+  // ---- Follower ----
+
+  void StepFollower(const Message& msg) {
+    switch (msg.body_case()) {
+      case Message::kAppendRequest:
+        election_elapsed_ = 0;
+        leader_ = msg.from();
+        HandleAppend(msg);
+        break;
+      case Message::kSnapshotRequest:
+        election_elapsed_ = 0;
+        leader_ = msg.from();
+        HandleSnapshot(msg);
+        break;
+      case Message::kTimeoutNow:
+        if (Promotable()) Campaign(CampaignKind::kTransfer);
+        break;
+      default:
+        break;  // stale responses from an earlier role
+    }
+  }
+
+  void HandleAppend(const Message& msg) {
+    const auto& req = msg.append_request();
+    Message out = Envelope(msg.from());
+    auto* resp = out.mutable_append_response();
+    resp->set_term(term_);
+    resp->set_read_round(req.read_round());
+    if (req.prev_log_index() < log_.committed()) {
+      // Everything up to our commit index matches any current leader's log.
+      resp->set_success(true);
+      resp->set_match_index(log_.committed());
+    } else if (auto last_new = log_.MaybeAppend(
+                   req.prev_log_index(), req.prev_log_term(),
+                   std::vector<Entry>(req.entries().begin(), req.entries().end()),
+                   config_.testing_bugs.skip_log_consistency_check)) {
+      log_.CommitTo(std::min(req.leader_commit(), *last_new));
+      resp->set_success(true);
+      resp->set_match_index(*last_new);
+    } else {
+      resp->set_success(false);
+      resp->set_reject_index(req.prev_log_index());
+      if (req.prev_log_index() > log_.LastIndex()) {
+        resp->set_conflict_index(log_.LastIndex() + 1);
+      } else {
+        resp->set_conflict_term(log_.TermOr0(req.prev_log_index()));
+        resp->set_conflict_index(
+            log_.FirstIndexOfTermAt(req.prev_log_index(), log_.committed() + 1));
+      }
+    }
+    // An acknowledgement promises that the entries are on disk.
+    msgs_after_persist_.push_back(std::move(out));
+  }
+
+  void HandleSnapshot(const Message& msg) {
+    // Snapshot installation arrives with log compaction (a later issue). Until
+    // then the leader never sends one; answer with what we have so that a
+    // leader that does can fall back to probing.
+    Message out = Envelope(msg.from());
+    auto* resp = out.mutable_snapshot_response();
+    resp->set_term(term_);
+    resp->set_success(false);
+    resp->set_last_index(log_.LastIndex());
+    msgs_after_persist_.push_back(std::move(out));
+  }
+
+  // ---- Candidates ----
+
+  void StepPreCandidate(PreCandidateRole& role, const Message& msg) {
+    switch (msg.body_case()) {
+      case Message::kAppendRequest:
+      case Message::kSnapshotRequest:
+        BecomeFollower(term_, msg.from());
+        StepFollower(msg);
+        break;
+      case Message::kVoteResponse: {
+        const auto& resp = msg.vote_response();
+        if (!resp.pre_vote()) break;
+        if (resp.granted() ? resp.term() != term_ + 1 : resp.term() != term_) break;
+        role.votes[msg.from()] = resp.granted();
+        const VoteResult result = TallyVotes(role.votes);
+        if (result == VoteResult::kWon) {
+          Campaign(CampaignKind::kElection);
+        } else if (result == VoteResult::kLost) {
+          BecomeFollower(term_, 0);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  void StepCandidate(CandidateRole& role, const Message& msg) {
+    switch (msg.body_case()) {
+      case Message::kAppendRequest:
+      case Message::kSnapshotRequest:
+        // §5.2: another server established itself as leader of this term.
+        BecomeFollower(term_, msg.from());
+        StepFollower(msg);
+        break;
+      case Message::kVoteResponse: {
+        const auto& resp = msg.vote_response();
+        if (resp.pre_vote() || resp.term() != term_) break;
+        role.votes[msg.from()] = resp.granted();
+        const VoteResult result = TallyVotes(role.votes);
+        if (result == VoteResult::kWon) {
+          BecomeLeader();
+        } else if (result == VoteResult::kLost) {
+          BecomeFollower(term_, 0);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  // ---- Leader ----
+
+  void TickLeader(LeaderRole& leader) {
+    ++election_elapsed_;
+    ++leader.heartbeat_elapsed;
+    for (auto& [id, pr] : leader.progress) pr.Tick();
+    if (election_elapsed_ >= config_.election_ticks) {
+      election_elapsed_ = 0;
+      if (config_.check_quorum) {
+        const bool active = voters_.QuorumActive([&](uint64_t id) {
+          if (id == config_.id) return true;
+          auto it = leader.progress.find(id);
+          return it != leader.progress.end() && it->second.recent_active();
+        });
+        for (auto& [id, pr] : leader.progress) pr.ResetRecentActive();
+        if (!active) {
+          // §6.2 / thesis §3.6: a leader that cannot reach a quorum steps down
+          // so that clients look for the real one.
+          BecomeFollower(term_, 0);
+          return;
+        }
+      }
+      leader.transfer_target = 0;  // a transfer that took a whole timeout failed
+    }
+    if (leader.heartbeat_elapsed >= config_.heartbeat_ticks) {
+      leader.heartbeat_elapsed = 0;
+      BroadcastHeartbeat(leader);
+    }
+  }
+
+  void StepLeader(LeaderRole& leader, const Message& msg) {
+    auto it = leader.progress.find(msg.from());
+    if (it == leader.progress.end()) return;  // not a member
+    Progress& pr = it->second;
+    switch (msg.body_case()) {
+      case Message::kAppendResponse:
+        HandleAppendResponse(leader, msg.from(), pr, msg.append_response());
+        break;
+      case Message::kSnapshotResponse:
+        pr.MarkContact();
+        pr.BecomeProbe();
+        SendAppend(leader, msg.from(), /*allow_empty=*/true);
+        break;
+      default:
+        break;
+    }
+  }
+
+  void HandleAppendResponse(LeaderRole& leader, uint64_t from, Progress& pr,
+                            const v1::AppendEntriesResponse& resp) {
+    pr.MarkContact();
+    pr.AckReadRound(resp.read_round());
+    if (!resp.success()) {
+      uint64_t hint = resp.conflict_index();
+      if (resp.conflict_term() != 0) {
+        // Fast backtracking: if we have entries of the follower's conflicting
+        // term, our last one is where the two logs may still agree.
+        const uint64_t j = log_.LastIndexWithTermAtMost(resp.reject_index(), resp.conflict_term());
+        if (j >= log_.FirstIndex() && log_.TermOr0(j) == resp.conflict_term()) hint = j + 1;
+      }
+      if (hint == 0) hint = 1;
+      const bool was_replicating = pr.state() == ProgressState::kReplicate;
+      if (pr.MaybeDecreaseTo(resp.reject_index(), hint)) {
+        if (was_replicating) pr.BecomeProbe();
+        SendAppend(leader, from, /*allow_empty=*/true);
+      }
+    } else {
+      const bool probing = pr.state() == ProgressState::kProbe;
+      const bool updated = pr.MaybeUpdate(resp.match_index());
+      if (updated || (probing && pr.match() == resp.match_index())) {
+        if (probing) pr.BecomeReplicate();
+        if (MaybeCommit(leader)) {
+          BroadcastAppend(leader);
+        } else {
+          SendAppend(leader, from, /*allow_empty=*/false);
+        }
+        if (leader.transfer_target == from && pr.match() == log_.LastIndex()) {
+          SendTimeoutNow(from);
+        }
+      } else {
+        pr.OnHeartbeatResponse();
+        // The follower lags: appends may have been lost. An empty append at
+        // `next` either succeeds or draws a rejection that restarts probing.
+        if (pr.match() < log_.LastIndex()) SendAppend(leader, from, /*allow_empty=*/true);
+      }
+    }
+    AdvanceReads(leader);
+  }
+
+  // Commits the highest index a quorum has persisted, if it is of our term
+  // (§5.4.2: an earlier term's entry is committed only indirectly).
+  bool MaybeCommit(LeaderRole& leader) {
+    const uint64_t index = voters_.CommittedIndex([&](uint64_t id) -> uint64_t {
+      if (id == config_.id) return log_.persisted();
+      auto it = leader.progress.find(id);
+      return it == leader.progress.end() ? 0 : it->second.match();
+    });
+    if (index <= log_.committed()) return false;
+    if (log_.TermOr0(index) != term_ && !config_.testing_bugs.commit_previous_term_by_counting) {
+      return false;
+    }
+    const bool first_in_term = !CommittedInCurrentTerm();
+    log_.CommitTo(index);
+    if (first_in_term && CommittedInCurrentTerm()) {
+      for (auto& read : leader.reads) {
+        if (read.index == 0) read.index = log_.committed();
+      }
+      AdvanceReads(leader);
+    }
+    return true;
+  }
+
+  // Sends entries from the follower's next index on, as flow control allows.
+  void SendAppend(LeaderRole& leader, uint64_t to, bool allow_empty) {
+    Progress& pr = leader.progress.at(to);
+    bool sent_any = false;
+    while (!pr.IsPaused()) {
+      const uint64_t prev = pr.next() - 1;
+      auto prev_term = log_.Term(prev);
+      auto entries = log_.Entries(pr.next(), log_.LastIndex() + 1, config_.max_append_bytes);
+      if (!prev_term.ok() || !entries.ok()) {
+        // The entries are compacted: the follower needs a snapshot, which
+        // arrives with log compaction (a later issue).
+        return;
+      }
+      if (entries->empty() && (sent_any || !allow_empty)) return;
+      Message m = Envelope(to);
+      auto* req = m.mutable_append_request();
+      req->set_term(term_);
+      req->set_leader_id(config_.id);
+      req->set_prev_log_index(prev);
+      req->set_prev_log_term(*prev_term);
+      req->set_leader_commit(log_.committed());
+      const uint64_t last = entries->empty() ? prev : entries->back().index();
+      const bool carried = !entries->empty();
+      for (auto& e : *entries) *req->add_entries() = std::move(e);
+      pr.SentEntries(last, carried);
+      msgs_send_now_.push_back(std::move(m));
+      sent_any = true;
+      if (!carried || pr.state() != ProgressState::kReplicate) return;
+    }
+  }
+
+  void BroadcastAppend(LeaderRole& leader) {
+    for (auto& [id, pr] : leader.progress) SendAppend(leader, id, /*allow_empty=*/true);
+  }
+
+  // Heartbeats carry no entries: prev is the follower's match, which it is
+  // known to have, and commit never runs past what the follower holds.
+  void BroadcastHeartbeat(LeaderRole& leader) {
+    const uint64_t round = leader.reads.empty() ? 0 : read_round_;
+    for (auto& [id, pr] : leader.progress) {
+      Message m = Envelope(id);
+      auto* req = m.mutable_append_request();
+      req->set_term(term_);
+      req->set_leader_id(config_.id);
+      req->set_prev_log_index(pr.match());
+      req->set_prev_log_term(log_.TermOr0(pr.match()));
+      req->set_leader_commit(std::min(log_.committed(), pr.match()));
+      req->set_read_round(round);
+      msgs_send_now_.push_back(std::move(m));
+    }
+  }
+
+  void SendTimeoutNow(uint64_t to) {
+    Message m = Envelope(to);
+    m.mutable_timeout_now()->set_term(term_);
+    m.mutable_timeout_now()->set_leader_id(config_.id);
+    msgs_send_now_.push_back(std::move(m));
+  }
+
+  // ReadIndex (thesis §6.4): a read is served once a quorum acknowledged a
+  // heartbeat round sent after the read arrived, proving we were still leader.
+  void AdvanceReads(LeaderRole& leader) {
+    if (leader.reads.empty()) return;
+    const uint64_t confirmed = voters_.CommittedIndex([&](uint64_t id) -> uint64_t {
+      if (id == config_.id) return read_round_;
+      auto it = leader.progress.find(id);
+      return it == leader.progress.end() ? 0 : it->second.read_round_acked();
+    });
+    while (!leader.reads.empty() && leader.reads.front().round <= confirmed &&
+           leader.reads.front().index != 0) {
+      PendingRead& read = leader.reads.front();
+      read_states_.push_back(ReadState{read.index, std::move(read.context)});
+      leader.reads.pop_front();
+    }
+  }
+
+  // ---- State ----
+
+  // Constant after construction.
+  const Config config_;
+  const LogStorage* const storage_;
+
+  Rng rng_;
+  RaftLog log_;
+  uint64_t term_ = 0;
+  uint64_t vote_ = 0;
+  uint64_t leader_ = 0;
+  MajorityConfig voters_;
+  std::set<uint64_t> learners_;
+  std::variant<FollowerRole, PreCandidateRole, CandidateRole, LeaderRole> role_;
+  int election_elapsed_ = 0;
+  int randomized_election_timeout_ = 0;
+  // Heartbeat rounds for ReadIndex; never reset, so a round number is never
+  // reused across leaderships.
+  uint64_t read_round_ = 0;
+
+  // Output accumulated for the next Ready.
+  std::vector<Message> msgs_send_now_;
+  std::vector<Message> msgs_after_persist_;
+  std::vector<ReadState> read_states_;
+  std::vector<std::string> dropped_reads_;
+  HardState prev_hard_state_;
+  uint64_t ready_last_entry_ = 0;
+
+  // What CheckInvariants saw last time, to check monotonicity.
+  mutable uint64_t checked_term_ = 0;
+  mutable uint64_t checked_commit_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Node>> Node::Create(const Config& config,
+                                                   const LogStorage* storage) {
+  if (config.id == 0) return absl::InvalidArgumentError("node id must be non-zero");
+  if (config.election_ticks < 1 || config.heartbeat_ticks < 1 ||
+      config.heartbeat_ticks >= config.election_ticks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("need 1 <= heartbeat_ticks (", config.heartbeat_ticks,
+                     ") < election_ticks (", config.election_ticks, ")"));
+  }
+  if (config.max_inflight_appends < 1) {
+    return absl::InvalidArgumentError("max_inflight_appends must be at least 1");
+  }
+  if (storage == nullptr) return absl::InvalidArgumentError("no log storage");
+  auto init = storage->GetInitialState();
+  if (!init.ok()) return init.status();
+  uint64_t commit = init->hard_state.commit();
+  if (commit > storage->LastIndex()) {
+    return absl::DataLossError(absl::StrCat("persisted commit index ", commit,
+                                            " is beyond the last log index ",
+                                            storage->LastIndex()));
+  }
+  if (config.applied > storage->LastIndex()) {
+    return absl::DataLossError(absl::StrCat("state machine applied index ", config.applied,
+                                            " is beyond the last log index ",
+                                            storage->LastIndex()));
+  }
+  // Applied entries were committed even if the commit index was not yet
+  // persisted when they were applied.
+  commit = std::max(commit, config.applied);
+  commit = std::max(commit, storage->FirstIndex() - 1);
+  return std::unique_ptr<Node>(new NodeImpl(config, storage, *init, commit));
+}
+
+}  // namespace raftkv::raft

@@ -1,0 +1,231 @@
+// Behaviour of the core, stated as the Raft paper's rules. A tiny in-memory
+// network delivers messages in order; every node is driven exactly as the
+// contract at the top of raft/node.h says.
+#include "raft/node.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "raft/memory_storage.h"
+
+namespace raftkv::raft {
+namespace {
+
+class Cluster {
+ public:
+  explicit Cluster(int n, bool pre_vote = true, bool check_quorum = true) {
+    ConfState conf;
+    for (int i = 1; i <= n; ++i) conf.add_voters(i);
+    for (int i = 1; i <= n; ++i) {
+      storage_[i] = std::make_unique<MemoryStorage>(conf);
+      Config c;
+      c.id = i;
+      c.election_ticks = 10;
+      c.heartbeat_ticks = 1;
+      c.pre_vote = pre_vote;
+      c.check_quorum = check_quorum;
+      c.random_seed = 42;
+      auto node = Node::Create(c, storage_[i].get());
+      EXPECT_TRUE(node.ok()) << node.status();
+      nodes_[i] = std::move(*node);
+    }
+  }
+
+  Node& node(uint64_t id) { return *nodes_.at(id); }
+  const std::vector<Entry>& applied(uint64_t id) { return applied_[id]; }
+  std::vector<ReadState>& reads(uint64_t id) { return reads_[id]; }
+  std::vector<std::string>& dropped(uint64_t id) { return dropped_[id]; }
+
+  void Isolate(uint64_t id) { isolated_.insert(id); }
+  void Heal() { isolated_.clear(); }
+
+  // Handles every node's Ready and delivers messages until quiet.
+  void Stabilize() {
+    for (int round = 0; round < 1000; ++round) {
+      bool progress = false;
+      for (auto& [id, node] : nodes_) {
+        if (!node->HasReady()) continue;
+        progress = true;
+        Ready rd = node->GetReady();
+        Send(rd.messages_send_now);
+        MemoryStorage& disk = *storage_[id];
+        ASSERT_TRUE(disk.Append(rd.entries).ok());
+        if (rd.hard_state) disk.SetHardState(*rd.hard_state);
+        Send(rd.messages_after_persist);
+        for (auto& e : rd.committed_entries) applied_[id].push_back(e);
+        for (auto& r : rd.read_states) reads_[id].push_back(r);
+        for (auto& d : rd.dropped_reads) dropped_[id].push_back(d);
+        node->Advance();
+        ASSERT_TRUE(node->CheckInvariants().ok()) << node->CheckInvariants();
+      }
+      while (!inflight_.empty()) {
+        progress = true;
+        Message m = std::move(inflight_.front());
+        inflight_.pop_front();
+        ASSERT_TRUE(nodes_.at(m.to())->Step(m).ok());
+      }
+      if (!progress) return;
+    }
+    FAIL() << "cluster did not become quiet";
+  }
+
+  void TickAll(int ticks) {
+    for (int t = 0; t < ticks; ++t) {
+      for (auto& [id, node] : nodes_) node->Tick();
+      Stabilize();
+    }
+  }
+
+  uint64_t Leader() {
+    uint64_t leader = 0;
+    for (auto& [id, node] : nodes_) {
+      if (node->Status().role == Role::kLeader && !isolated_.count(id)) leader = id;
+    }
+    return leader;
+  }
+
+  uint64_t ElectLeader() {
+    for (int t = 0; t < 100 && Leader() == 0; ++t) TickAll(1);
+    return Leader();
+  }
+
+ private:
+  void Send(const std::vector<Message>& msgs) {
+    for (const auto& m : msgs) {
+      if (isolated_.count(m.from()) || isolated_.count(m.to())) continue;
+      inflight_.push_back(m);
+    }
+  }
+
+  std::map<uint64_t, std::unique_ptr<MemoryStorage>> storage_;
+  std::map<uint64_t, std::unique_ptr<Node>> nodes_;
+  std::map<uint64_t, std::vector<Entry>> applied_;
+  std::map<uint64_t, std::vector<ReadState>> reads_;
+  std::map<uint64_t, std::vector<std::string>> dropped_;
+  std::set<uint64_t> isolated_;
+  std::deque<Message> inflight_;
+};
+
+std::vector<std::string> NormalData(const std::vector<Entry>& entries) {
+  std::vector<std::string> out;
+  for (const auto& e : entries) {
+    if (e.type() == v1::ENTRY_NORMAL) out.push_back(e.data());
+  }
+  return out;
+}
+
+TEST(Election, SingleNodeBecomesLeaderAndCommitsAlone) {
+  Cluster c(1);
+  ASSERT_EQ(c.ElectLeader(), 1u);
+  auto r = c.node(1).Propose("x");
+  ASSERT_EQ(r.outcome, ProposeOutcome::kAccepted);
+  c.Stabilize();
+  EXPECT_EQ(NormalData(c.applied(1)), std::vector<std::string>{"x"});
+}
+
+TEST(Election, ThreeNodesElectExactlyOneLeader) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  ASSERT_NE(leader, 0u);
+  int leaders = 0;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    if (c.node(id).Status().role == Role::kLeader) ++leaders;
+    EXPECT_EQ(c.node(id).Status().leader, leader);
+  }
+  EXPECT_EQ(leaders, 1);
+}
+
+TEST(Replication, CommittedEntriesReachEveryNodeInOrder) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  ASSERT_NE(leader, 0u);
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(c.node(leader).Propose("v" + std::to_string(i)).outcome, ProposeOutcome::kAccepted);
+  }
+  c.Stabilize();
+  c.TickAll(2);  // heartbeats carry the final commit index
+  for (uint64_t id = 1; id <= 3; ++id) {
+    auto data = NormalData(c.applied(id));
+    ASSERT_EQ(data.size(), 50u) << "node " << id;
+    EXPECT_EQ(data.front(), "v0");
+    EXPECT_EQ(data.back(), "v49");
+  }
+}
+
+TEST(Replication, FollowerRefusesProposals) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  const uint64_t follower = leader % 3 + 1;
+  auto r = c.node(follower).Propose("x");
+  EXPECT_EQ(r.outcome, ProposeOutcome::kNotLeader);
+  EXPECT_EQ(r.leader, leader);
+}
+
+TEST(Replication, IsolatedFollowerCatchesUpAfterHealing) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  const uint64_t lagging = leader % 3 + 1;
+  c.Isolate(lagging);
+  for (int i = 0; i < 20; ++i) c.node(leader).Propose("v" + std::to_string(i));
+  c.Stabilize();
+  c.TickAll(3);
+  c.Heal();
+  c.TickAll(5);
+  EXPECT_EQ(NormalData(c.applied(lagging)).size(), 20u);
+}
+
+TEST(ReadIndex, LeaderAnswersAfterQuorumHeartbeat) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  c.Stabilize();
+  ASSERT_EQ(c.node(leader).ReadIndex("r1"), ProposeOutcome::kAccepted);
+  c.Stabilize();
+  ASSERT_EQ(c.reads(leader).size(), 1u);
+  EXPECT_EQ(c.reads(leader)[0].context, "r1");
+  EXPECT_EQ(c.reads(leader)[0].index, c.node(leader).Status().commit);
+}
+
+TEST(ReadIndex, FollowerRefuses) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  EXPECT_EQ(c.node(leader % 3 + 1).ReadIndex("r"), ProposeOutcome::kNotLeader);
+}
+
+TEST(CheckQuorum, IsolatedLeaderStepsDownAndDropsReads) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  c.Isolate(leader);
+  ASSERT_EQ(c.node(leader).ReadIndex("stale"), ProposeOutcome::kAccepted);
+  c.TickAll(25);
+  EXPECT_NE(c.node(leader).Status().role, Role::kLeader);
+  EXPECT_TRUE(c.reads(leader).empty());
+  EXPECT_EQ(c.dropped(leader), std::vector<std::string>{"stale"});
+}
+
+TEST(Transfer, TargetBecomesLeader) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  const uint64_t target = leader % 3 + 1;
+  ASSERT_TRUE(c.node(leader).TransferLeadership(target).ok());
+  c.Stabilize();
+  EXPECT_EQ(c.node(target).Status().role, Role::kLeader);
+  EXPECT_EQ(c.node(leader).Status().leader, target);
+}
+
+TEST(Step, RejectsMalformedMessages) {
+  Cluster c(3);
+  Message m;
+  m.set_from(2);
+  m.set_to(1);
+  EXPECT_FALSE(c.node(1).Step(m).ok());  // no body
+  m.mutable_timeout_now()->set_term(1);
+  m.set_to(3);
+  EXPECT_FALSE(c.node(1).Step(m).ok());  // wrong recipient
+}
+
+}  // namespace
+}  // namespace raftkv::raft
