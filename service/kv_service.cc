@@ -191,6 +191,13 @@ grpc::Status CheckValue(const std::string& value, const NodeConfig& config) {
   return grpc::Status::OK;
 }
 
+grpc::Status CheckSession(uint64_t client_id, uint64_t sequence) {
+  if (client_id != 0 && sequence == 0) {
+    return Invalid("a write with a client_id needs a sequence >= 1");
+  }
+  return grpc::Status::OK;
+}
+
 // Turns an applied CommandResult into a status; OK results are filled by `fill`.
 grpc::Status ResultStatus(const v1::CommandResult& r) {
   switch (r.code()) {
@@ -401,6 +408,7 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
   Call<v1::PutResponse> call(ctx, resp, &pending_);
   grpc::Status s = CheckKey(req->key(), config_);
   if (s.ok()) s = CheckValue(req->value(), config_);
+  if (s.ok()) s = CheckSession(req->client_id(), req->sequence());
   if (!s.ok()) {
     call.Fail(s);
     return call.reactor();
@@ -424,7 +432,9 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
                                             const v1::DeleteRequest* req,
                                             v1::DeleteResponse* resp) {
   Call<v1::DeleteResponse> call(ctx, resp, &pending_);
-  if (grpc::Status s = CheckKey(req->key(), config_); !s.ok()) {
+  grpc::Status s = CheckKey(req->key(), config_);
+  if (s.ok()) s = CheckSession(req->client_id(), req->sequence());
+  if (!s.ok()) {
     call.Fail(s);
     return call.reactor();
   }
@@ -449,6 +459,7 @@ grpc::ServerUnaryReactor* KvService::CompareAndSwap(grpc::CallbackServerContext*
   Call<v1::CompareAndSwapResponse> call(ctx, resp, &pending_);
   grpc::Status s = CheckKey(req->key(), config_);
   if (s.ok()) s = CheckValue(req->new_value(), config_);
+  if (s.ok()) s = CheckSession(req->client_id(), req->sequence());
   if (s.ok() && req->expected_case() == v1::CompareAndSwapRequest::EXPECTED_NOT_SET) {
     s = Invalid("compare-and-swap needs one of expected_value, expected_mod_revision, "
                 "expect_absent");
