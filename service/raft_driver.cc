@@ -198,6 +198,11 @@ void RaftDriver::Publish() {
   } else if (!was_leader_ && leader) {
     spdlog::info("node {} became leader in term {}", options_.id, st.term);
   }
+  if (st.role != last_role_ || st.term != term_.load(std::memory_order_relaxed) ||
+      st.leader != leader_.load(std::memory_order_relaxed)) {
+    spdlog::info("{} in term {}, leader {}", raft::RoleName(st.role), st.term, st.leader);
+    last_role_ = st.role;
+  }
   was_leader_ = leader;
   is_leader_.store(leader, std::memory_order_release);
   leader_.store(st.leader, std::memory_order_release);

@@ -110,6 +110,7 @@ class RaftDriver {
   // Raft thread only.
   std::unique_ptr<raft::Node> node_;
   bool was_leader_ = false;
+  raft::Role last_role_ = raft::Role::kFollower;
   uint64_t next_read_id_ = 0;
   std::map<std::string, std::vector<std::shared_ptr<ReadWaiter>>> reads_;  // by ReadIndex context
 };

@@ -138,6 +138,7 @@ int Run(int argc, char** argv) {
   if (!config_or.ok()) return Fail("configuration", config_or.status());
   const NodeConfig config = *std::move(config_or);
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+  spdlog::flush_on(spdlog::level::info);
   spdlog::set_pattern(absl::StrCat("%Y-%m-%dT%H:%M:%S.%e [%l] node ", config.id, ": %v"));
 
   // Signals are taken synchronously by this thread (sigwait below); every
@@ -201,6 +202,10 @@ int Run(int argc, char** argv) {
   // deadline checks are switched back on explicitly.
   client_builder.AddChannelArgument(GRPC_ARG_MINIMAL_STACK, 1);
   client_builder.AddChannelArgument(GRPC_ARG_ENABLE_DEADLINE_CHECKS, 1);
+  // Other nodes forward to this port over channels with keepalive pings.
+  client_builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  client_builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  client_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   client_builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_value_bytes) + (64 << 10));
   std::unique_ptr<grpc::Server> client_server = client_builder.BuildAndStart();
   if (!client_server || client_port == 0) {

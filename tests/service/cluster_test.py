@@ -75,6 +75,8 @@ def wait_for(cond, timeout, what, interval=0.05):
         except grpc.RpcError as e:
             last_error = e
         time.sleep(interval)
+    if callable(what):
+        what = what()
     raise AssertionError("timed out after %.1fs waiting for %s (last error: %s)"
                          % (timeout, what, last_error))
 
@@ -203,6 +205,10 @@ class ClusterTest(unittest.TestCase):
             t is self for t, _ in list(result.failures) + list(result.errors))
         if failed:
             for i in self.c.ids:
+                try:
+                    sys.stderr.write("node %d status: %s\n" % (i, self.c.status(i)))
+                except grpc.RpcError as e:
+                    sys.stderr.write("node %d status: %s\n" % (i, e.code()))
                 sys.stderr.write("---- node %d log (tail) ----\n%s\n" % (i, self.c.log(i)[-3000:]))
         self.c.close()
 
@@ -253,6 +259,16 @@ class ClusterTest(unittest.TestCase):
         again = self.c.put(leader, b"once", b"second", client_id=42, sequence=1)
         self.assertEqual(first.header.revision, again.header.revision)
         self.assertEqual(self.c.get(follower, b"once").kv.value, b"first")
+        # Health (grpc.health.v1, raw bytes: an empty HealthCheckRequest; SERVING = 1) and
+        # reflection (list_services) are served on the client port.
+        for i in self.c.ids:
+            health = self.c.channels[i].unary_unary("/grpc.health.v1.Health/Check")
+            self.assertEqual(health(b"", timeout=3), b"\x08\x01")
+        reflect = self.c.channels[leader].stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        listing = b"".join(reflect(iter([b"\x3a\x00"]), timeout=3))
+        self.assertIn(b"raftkv.v1.KV", listing)
+        self.assertIn(b"raftkv.v1.Cluster", listing)
         # The leader reports its followers' progress.
         st = self.c.status(leader)
         self.assertEqual(sorted(f.id for f in st.followers), [i for i in self.c.ids if i != leader])
@@ -265,6 +281,8 @@ class ClusterTest(unittest.TestCase):
         self.c.start_all()
         old = self.c.wait_leader()
         acked = {}
+        errors = {}
+        last_error = {}
         lock = threading.Lock()
         stop = threading.Event()
 
@@ -280,8 +298,10 @@ class ClusterTest(unittest.TestCase):
                     self.c.put(node, key, value, timeout=2, client_id=99, sequence=n + 1)
                     with lock:
                         acked[key] = value
-                except grpc.RpcError:
-                    pass
+                except grpc.RpcError as e:
+                    with lock:
+                        errors[e.code().name] = errors.get(e.code().name, 0) + 1
+                        last_error[node] = e.details()
 
         t = threading.Thread(target=writer)
         t.start()
@@ -293,7 +313,9 @@ class ClusterTest(unittest.TestCase):
             self.assertNotEqual(new, old)
             with lock:
                 at_kill = len(acked)
-            wait_for(lambda: len(acked) >= at_kill + 50, 30, "writes to resume after the kill")
+            wait_for(lambda: len(acked) >= at_kill + 50, 30,
+                     lambda: "writes to resume after the kill (errors: %r, last: %r)"
+                     % (errors, last_error))
         finally:
             stop.set()
             t.join(timeout=70)
@@ -307,7 +329,7 @@ class ClusterTest(unittest.TestCase):
             for key, value in acked.items():
                 g = self.c.get(reader, key, serializable=True)
                 self.assertTrue(g.found, "acknowledged %r missing on node %d" % (key, reader))
-                self.assertEqual(g.value if hasattr(g, "value") else g.kv.value, value)
+                self.assertEqual(g.kv.value, value)
 
     def test_quorum_loss_sigstop(self):
         """SIGSTOP two of three: writes fail with UNAVAILABLE within their deadline and
