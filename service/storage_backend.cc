@@ -66,8 +66,7 @@ absl::StatusOr<Backends> OpenBackends(const std::string& data_dir, uint64_t clus
   if (!log.ok()) return log.status();
   if (absl::Status s = (*log)->CheckIdentity(absl::StrCat(cluster_id), node_id); !s.ok()) {
     return absl::FailedPreconditionError(
-        absl::StrCat(s.message(), " (started as node ", node_id, " of cluster ", cluster_id,
-                     "; use that node's own data directory, or an empty one)"));
+        absl::StrCat(s.message(), " [raftd --id=", node_id, " --cluster_id=", cluster_id, "]"));
   }
   if ((*log)->IsEmpty()) {
     raft::ConfState conf;
