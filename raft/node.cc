@@ -157,6 +157,10 @@ class NodeImpl final : public Node {
     }
     if (msg.has_append_request()) {
       const auto& req = msg.append_request();
+      if (req.heartbeat() && req.entries_size() > 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("heartbeat from ", msg.from(), " carries entries"));
+      }
       for (int i = 0; i < req.entries_size(); ++i) {
         const Entry& e = req.entries(i);
         if (e.index() != req.prev_log_index() + 1 + i || e.term() > req.term() ||
@@ -286,12 +290,23 @@ class NodeImpl final : public Node {
     return absl::OkStatus();
   }
 
+  void ReportSnapshotFailure(uint64_t peer) override {
+    auto* leader = std::get_if<LeaderRole>(&role_);
+    if (leader == nullptr) return;
+    auto it = leader->progress.find(peer);
+    if (it == leader->progress.end() || it->second.state() != ProgressState::kSnapshot) return;
+    // Probe again on the next heartbeat answer rather than at once: an
+    // unreachable peer must not turn into a tight resend loop.
+    it->second.BecomeProbe();
+  }
+
   // ---- Output ----
 
   bool HasReady() const override {
     if (const auto* leader = std::get_if<LeaderRole>(&role_)) {
       if (leader->broadcast_pending || leader->read_round_pending) return true;
     }
+    if (log_.pending_snapshot() && !snapshot_in_ready_) return true;
     return !log_.unstable().empty() || !SameHardState(CurrentHardState(), prev_hard_state_) ||
            log_.HasCommittedEntries() || !msgs_send_now_.empty() ||
            !msgs_after_persist_.empty() || !read_states_.empty() || !dropped_reads_.empty();
@@ -311,6 +326,10 @@ class NodeImpl final : public Node {
       }
     }
     Ready rd;
+    if (log_.pending_snapshot() && !snapshot_in_ready_) {
+      rd.snapshot = *log_.pending_snapshot();
+      snapshot_in_ready_ = true;
+    }
     rd.entries = log_.unstable();
     HardState hs = CurrentHardState();
     if (!SameHardState(hs, prev_hard_state_)) {
@@ -331,6 +350,10 @@ class NodeImpl final : public Node {
   }
 
   void Advance() override {
+    if (snapshot_in_ready_) {
+      log_.SnapshotPersisted();
+      snapshot_in_ready_ = false;
+    }
     if (ready_last_entry_ != 0) log_.StableTo(ready_last_entry_);
     ready_last_entry_ = 0;
     if (auto* leader = std::get_if<LeaderRole>(&role_)) {
@@ -590,7 +613,11 @@ class NodeImpl final : public Node {
     auto* resp = out.mutable_append_response();
     resp->set_term(term_);
     resp->set_read_round(req.read_round());
-    if (req.prev_log_index() < log_.committed()) {
+    if (req.heartbeat()) {
+      resp->set_heartbeat(true);
+      resp->set_success(true);
+      log_.CommitTo(std::min(req.leader_commit(), log_.LastIndex()));
+    } else if (req.prev_log_index() < log_.committed()) {
       // Everything up to our commit index matches any current leader's log.
       resp->set_success(true);
       resp->set_match_index(log_.committed());
@@ -616,16 +643,34 @@ class NodeImpl final : public Node {
     msgs_after_persist_.push_back(std::move(out));
   }
 
+  // The leader's log no longer has what we need; it sent a snapshot whose
+  // data the transport has already received and staged for the driver.
   void HandleSnapshot(const Message& msg) {
-    // Snapshot installation arrives with log compaction (a later issue). Until
-    // then the leader never sends one; answer with what we have so that a
-    // leader that does can fall back to probing.
+    const SnapshotMetadata& meta = msg.snapshot_request().metadata();
     Message out = Envelope(msg.from());
     auto* resp = out.mutable_snapshot_response();
     resp->set_term(term_);
-    resp->set_success(false);
-    resp->set_last_index(log_.LastIndex());
+    resp->set_success(true);
+    if (meta.index() <= log_.committed()) {
+      // Stale or duplicate: we are already past it.
+      resp->set_last_index(log_.committed());
+    } else if (log_.MatchTerm(meta.index(), meta.term())) {
+      // We hold the snapshot's last entry, so our log matches the leader's up
+      // to it, and everything in a snapshot is committed.
+      log_.CommitTo(meta.index());
+      resp->set_last_index(meta.index());
+    } else {
+      log_.Restore(meta);
+      snapshot_in_ready_ = false;
+      ApplyConfState(meta.conf_state());
+      resp->set_last_index(meta.index());
+    }
     msgs_after_persist_.push_back(std::move(out));
+  }
+
+  void ApplyConfState(const ConfState& conf) {
+    voters_ = MajorityConfig(std::set<uint64_t>(conf.voters().begin(), conf.voters().end()));
+    learners_ = std::set<uint64_t>(conf.learners().begin(), conf.learners().end());
   }
 
   // ---- Candidates ----
@@ -720,6 +765,7 @@ class NodeImpl final : public Node {
         break;
       case Message::kSnapshotResponse:
         pr.MarkContact();
+        if (msg.snapshot_response().success()) pr.MaybeUpdate(msg.snapshot_response().last_index());
         pr.BecomeProbe();
         SendAppend(leader, msg.from(), /*allow_empty=*/true);
         break;
@@ -732,7 +778,12 @@ class NodeImpl final : public Node {
                             const v1::AppendEntriesResponse& resp) {
     pr.MarkContact();
     pr.AckReadRound(resp.read_round());
-    if (!resp.success()) {
+    if (resp.heartbeat()) {
+      pr.OnHeartbeatResponse();
+      // The follower lags: appends may have been lost. An empty append at
+      // `next` either succeeds or draws a rejection that restarts probing.
+      if (pr.match() < log_.LastIndex()) SendAppend(leader, from, /*allow_empty=*/true);
+    } else if (!resp.success()) {
       uint64_t hint = resp.conflict_index();
       if (resp.conflict_term() != 0) {
         // Fast backtracking: if we have entries of the follower's conflicting
@@ -749,7 +800,11 @@ class NodeImpl final : public Node {
     } else {
       const bool probing = pr.state() == ProgressState::kProbe;
       const bool updated = pr.MaybeUpdate(resp.match_index());
-      if (updated || (probing && pr.match() == resp.match_index())) {
+      if (pr.state() == ProgressState::kSnapshot && pr.match() >= pr.pending_snapshot()) {
+        // The follower caught up past the snapshot some other way.
+        pr.BecomeProbe();
+        SendAppend(leader, from, /*allow_empty=*/false);
+      } else if (updated || (probing && pr.match() == resp.match_index())) {
         if (probing) pr.BecomeReplicate();
         if (MaybeCommit(leader)) {
           BroadcastAppend(leader);
@@ -759,11 +814,6 @@ class NodeImpl final : public Node {
         if (leader.transfer_target == from && pr.match() == log_.LastIndex()) {
           SendTimeoutNow(from);
         }
-      } else {
-        pr.OnHeartbeatResponse();
-        // The follower lags: appends may have been lost. An empty append at
-        // `next` either succeeds or draws a rejection that restarts probing.
-        if (pr.match() < log_.LastIndex()) SendAppend(leader, from, /*allow_empty=*/true);
       }
     }
     AdvanceReads(leader);
@@ -801,8 +851,8 @@ class NodeImpl final : public Node {
       auto prev_term = log_.Term(prev);
       auto entries = log_.Entries(pr.next(), log_.LastIndex() + 1, config_.max_append_bytes);
       if (!prev_term.ok() || !entries.ok()) {
-        // The entries are compacted: the follower needs a snapshot, which
-        // arrives with log compaction (a later issue).
+        // The entries the follower needs are compacted away.
+        SendSnapshot(pr, to);
         return;
       }
       if (entries->empty() && (sent_any || !allow_empty)) return;
@@ -827,8 +877,8 @@ class NodeImpl final : public Node {
     for (auto& [id, pr] : leader.progress) SendAppend(leader, id, /*allow_empty=*/true);
   }
 
-  // Heartbeats carry no entries: prev is the follower's match, which it is
-  // known to have, and commit never runs past what the follower holds.
+  // Heartbeats carry no entries and skip the consistency check; their commit
+  // never runs past what the follower is known to hold.
   void BroadcastHeartbeat(LeaderRole& leader) {
     const uint64_t round = leader.reads.empty() ? 0 : read_round_;
     for (auto& [id, pr] : leader.progress) {
@@ -836,12 +886,25 @@ class NodeImpl final : public Node {
       auto* req = m.mutable_append_request();
       req->set_term(term_);
       req->set_leader_id(config_.id);
-      req->set_prev_log_index(pr.match());
-      req->set_prev_log_term(log_.TermOr0(pr.match()));
+      req->set_heartbeat(true);
       req->set_leader_commit(std::min(log_.committed(), pr.match()));
       req->set_read_round(round);
       msgs_send_now_.push_back(std::move(m));
     }
+  }
+
+  // Announces the latest stored snapshot; the transport streams its data
+  // (InstallSnapshot) and delivers this message after the last chunk.
+  void SendSnapshot(Progress& pr, uint64_t to) {
+    const SnapshotMetadata meta = storage_->Snapshot();
+    pr.BecomeSnapshot(meta.index());
+    Message m = Envelope(to);
+    auto* req = m.mutable_snapshot_request();
+    req->set_term(term_);
+    req->set_leader_id(config_.id);
+    *req->mutable_metadata() = meta;
+    req->set_done(true);
+    msgs_send_now_.push_back(std::move(m));
   }
 
   void SendTimeoutNow(uint64_t to) {
@@ -895,6 +958,7 @@ class NodeImpl final : public Node {
   std::vector<std::string> dropped_reads_;
   HardState prev_hard_state_;
   uint64_t ready_last_entry_ = 0;
+  bool snapshot_in_ready_ = false;
 
   // What CheckInvariants saw last time, to check monotonicity.
   mutable uint64_t checked_term_ = 0;
@@ -928,6 +992,12 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const Config& config,
     return absl::DataLossError(absl::StrCat("state machine applied index ", config.applied,
                                             " is beyond the last log index ",
                                             storage->LastIndex()));
+  }
+  if (config.applied + 1 < storage->FirstIndex()) {
+    return absl::DataLossError(absl::StrCat(
+        "state machine applied index ", config.applied, " is behind the log's first index ",
+        storage->FirstIndex(), ": the entries in between were compacted away; restore the "
+        "state machine from the latest snapshot"));
   }
   // Applied entries were committed even if the commit index was not yet
   // persisted when they were applied.

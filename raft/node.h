@@ -10,7 +10,9 @@
 //   2. If HasReady(), take rd = GetReady(), then
 //      a. send rd.messages_send_now (a leader's AppendEntries may leave before
 //         its own disk write: Raft thesis §10.2.1);
-//      b. persist rd.entries (truncating any conflicting suffix first) and
+//      b. if rd.snapshot is set, replace the log by it (and the state machine
+//         by the snapshot data the transport received); then persist
+//         rd.entries (truncating any conflicting suffix first) and
 //         rd.hard_state in one synced write;
 //      c. send rd.messages_after_persist (votes, acknowledgements: they promise
 //         what was just persisted);
@@ -80,6 +82,9 @@ struct ReadState {
 struct Ready {
   // Set when term, vote or commit changed since the last Ready.
   std::optional<HardState> hard_state;
+  // Set when a leader's snapshot replaces this node's log: everything up to
+  // snapshot->index() is now covered by it, and membership is its conf_state.
+  std::optional<SnapshotMetadata> snapshot;
   // Entries to persist; the first one's index may be at or below the stored
   // last index, in which case the stored suffix from there on is replaced.
   std::vector<Entry> entries;
@@ -94,7 +99,9 @@ struct Ready {
   // leadership); their callers should retry elsewhere.
   std::vector<std::string> dropped_reads;
 
-  bool MustPersist() const { return hard_state.has_value() || !entries.empty(); }
+  bool MustPersist() const {
+    return hard_state.has_value() || !entries.empty() || snapshot.has_value();
+  }
 };
 
 // What happened to a proposal. Expected outcomes, not errors.
@@ -158,6 +165,10 @@ class Node {
   // Proposals are refused (kTransferring) until it completes or times out
   // after one election timeout.
   virtual absl::Status TransferLeadership(uint64_t target) = 0;
+
+  // The transport could not deliver the snapshot that a snapshot_request to
+  // `peer` announced: the leader goes back to probing that peer.
+  virtual void ReportSnapshotFailure(uint64_t peer) = 0;
 
   virtual bool HasReady() const = 0;
   virtual Ready GetReady() = 0;

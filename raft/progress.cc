@@ -60,6 +60,13 @@ void Progress::BecomeProbe() {
   next_ = std::max(next_, match_ + 1);
 }
 
+void Progress::BecomeSnapshot(uint64_t index) {
+  state_ = ProgressState::kSnapshot;
+  probe_sent_ = false;
+  inflight_.clear();
+  pending_snapshot_ = index;
+}
+
 void Progress::BecomeReplicate() {
   state_ = ProgressState::kReplicate;
   probe_sent_ = false;

@@ -42,6 +42,10 @@ class Progress {
   // computed `hint` as the next index to try. Returns false if stale.
   bool MaybeDecreaseTo(uint64_t rejected, uint64_t hint);
 
+  // The follower needs a snapshot covering up to `index`: stop sending
+  // entries until it has one (or the transport reports failure).
+  void BecomeSnapshot(uint64_t index);
+  uint64_t pending_snapshot() const { return pending_snapshot_; }
   void BecomeProbe();
   void BecomeReplicate();
   // A heartbeat answer: lets a paused probe try again, and frees one in-flight
@@ -68,6 +72,7 @@ class Progress {
   bool recent_active_ = false;
   int64_t ticks_since_contact_ = 0;
   uint64_t read_round_acked_ = 0;
+  uint64_t pending_snapshot_ = 0;  // in kSnapshot: index of the snapshot sent
 };
 
 }  // namespace raftkv::raft

@@ -10,6 +10,11 @@ RaftLog::RaftLog(const LogStorage* storage, uint64_t committed, uint64_t applied
       committed_(committed),
       applied_(applied) {}
 
+uint64_t RaftLog::FirstIndex() const {
+  if (pending_snapshot_) return pending_snapshot_->index() + 1;
+  return storage_->FirstIndex();
+}
+
 uint64_t RaftLog::LastIndex() const {
   if (!unstable_.empty()) return unstable_.back().index();
   return offset_ - 1;
@@ -21,6 +26,10 @@ absl::StatusOr<uint64_t> RaftLog::Term(uint64_t index) const {
   if (index >= offset_) {
     if (index - offset_ < unstable_.size()) return unstable_[index - offset_].term();
     return LogUnavailableError(index);
+  }
+  if (pending_snapshot_) {
+    if (index == pending_snapshot_->index()) return pending_snapshot_->term();
+    return LogCompactedError(index);
   }
   return storage_->Term(index);
 }
@@ -136,6 +145,18 @@ void RaftLog::StableTo(uint64_t index) {
   const uint64_t n = std::min<uint64_t>(index - offset_ + 1, unstable_.size());
   unstable_.erase(unstable_.begin(), unstable_.begin() + n);
   offset_ += n;
+}
+
+}  // namespace raftkv::raft
+
+namespace raftkv::raft {
+
+void RaftLog::Restore(const SnapshotMetadata& meta) {
+  pending_snapshot_ = meta;
+  unstable_.clear();
+  offset_ = meta.index() + 1;
+  committed_ = meta.index();
+  applied_ = meta.index();
 }
 
 }  // namespace raftkv::raft

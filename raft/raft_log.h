@@ -25,7 +25,7 @@ class RaftLog {
  public:
   RaftLog(const LogStorage* storage, uint64_t committed, uint64_t applied);
 
-  uint64_t FirstIndex() const { return storage_->FirstIndex(); }
+  uint64_t FirstIndex() const;
   uint64_t LastIndex() const;
   uint64_t LastTerm() const;
   // Term of `index`, or 0 when it is out of range (compacted or beyond the end).
@@ -66,6 +66,12 @@ class RaftLog {
   // The driver persisted everything up to `index` of the unstable tail.
   void StableTo(uint64_t index);
 
+  // Replaces the whole log by a snapshot (a follower far behind its leader).
+  // The snapshot stays pending until the driver has persisted it.
+  void Restore(const SnapshotMetadata& meta);
+  const std::optional<SnapshotMetadata>& pending_snapshot() const { return pending_snapshot_; }
+  void SnapshotPersisted() { pending_snapshot_.reset(); }
+
   // Non-empty once an append tried to overwrite a committed entry — which no
   // correct leader can cause; CheckInvariants reports it.
   const std::string& violation() const { return violation_; }
@@ -75,6 +81,8 @@ class RaftLog {
   const LogStorage* storage_;
   uint64_t offset_;
   std::vector<Entry> unstable_;
+  // A snapshot not yet persisted: it, not storage, defines the log below offset_.
+  std::optional<SnapshotMetadata> pending_snapshot_;
   uint64_t committed_;
   uint64_t applied_;
 };

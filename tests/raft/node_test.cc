@@ -17,7 +17,7 @@ namespace {
 
 class Cluster {
  public:
-  explicit Cluster(int n, bool pre_vote = true, bool check_quorum = true) {
+  explicit Cluster(int n, bool pre_vote = true, bool check_quorum = true, int max_inflight = 256) {
     ConfState conf;
     for (int i = 1; i <= n; ++i) conf.add_voters(i);
     for (int i = 1; i <= n; ++i) {
@@ -29,6 +29,7 @@ class Cluster {
       c.pre_vote = pre_vote;
       c.check_quorum = check_quorum;
       c.random_seed = 42;
+      c.max_inflight_appends = max_inflight;
       auto node = Node::Create(c, storage_[i].get());
       EXPECT_TRUE(node.ok()) << node.status();
       nodes_[i] = std::move(*node);
@@ -40,6 +41,8 @@ class Cluster {
   std::vector<ReadState>& reads(uint64_t id) { return reads_[id]; }
   std::vector<std::string>& dropped(uint64_t id) { return dropped_[id]; }
 
+  MemoryStorage& disk(uint64_t id) { return *storage_.at(id); }
+  int snapshots_installed(uint64_t id) { return snapshots_installed_[id]; }
   void Isolate(uint64_t id) { isolated_.insert(id); }
   void Heal() { isolated_.clear(); }
 
@@ -53,6 +56,10 @@ class Cluster {
         Ready rd = node->GetReady();
         Send(rd.messages_send_now);
         MemoryStorage& disk = *storage_[id];
+        if (rd.snapshot) {
+          disk.ApplySnapshot(*rd.snapshot);
+          snapshots_installed_[id]++;
+        }
         ASSERT_TRUE(disk.Append(rd.entries).ok());
         if (rd.hard_state) disk.SetHardState(*rd.hard_state);
         Send(rd.messages_after_persist);
@@ -96,6 +103,7 @@ class Cluster {
  private:
   void Send(const std::vector<Message>& msgs) {
     for (const auto& m : msgs) {
+      sent_.push_back(m);
       if (isolated_.count(m.from()) || isolated_.count(m.to())) continue;
       inflight_.push_back(m);
     }
@@ -106,8 +114,13 @@ class Cluster {
   std::map<uint64_t, std::vector<Entry>> applied_;
   std::map<uint64_t, std::vector<ReadState>> reads_;
   std::map<uint64_t, std::vector<std::string>> dropped_;
+  std::map<uint64_t, int> snapshots_installed_;
   std::set<uint64_t> isolated_;
   std::deque<Message> inflight_;
+
+ public:
+  // Every message any node sent, including those dropped by isolation.
+  std::vector<Message> sent_;
 };
 
 std::vector<std::string> NormalData(const std::vector<Entry>& entries) {
@@ -178,6 +191,28 @@ TEST(Replication, IsolatedFollowerCatchesUpAfterHealing) {
   EXPECT_EQ(NormalData(c.applied(lagging)).size(), 20u);
 }
 
+TEST(Snapshot, FollowerBehindCompactedLogInstallsSnapshotThenCatchesUp) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  const uint64_t lagging = leader % 3 + 1;
+  c.Isolate(lagging);
+  for (int i = 0; i < 20; ++i) c.node(leader).Propose("v" + std::to_string(i));
+  c.Stabilize();
+  c.TickAll(2);
+  const uint64_t compact_to = c.node(leader).Status().commit - 3;
+  ASSERT_TRUE(c.disk(leader).Compact(compact_to, c.node(leader).Status().conf_state).ok());
+  c.Heal();
+  c.TickAll(5);
+  EXPECT_EQ(c.snapshots_installed(lagging), 1);
+  EXPECT_EQ(c.disk(lagging).FirstIndex(), compact_to + 1);
+  EXPECT_EQ(c.node(lagging).Status().commit, c.node(leader).Status().commit);
+  // Only the entries after the snapshot are applied from the log.
+  auto data = NormalData(c.applied(lagging));
+  ASSERT_FALSE(data.empty());
+  EXPECT_EQ(data.back(), "v19");
+  EXPECT_LT(data.size(), 20u);
+}
+
 TEST(ReadIndex, LeaderAnswersAfterQuorumHeartbeat) {
   Cluster c(3);
   const uint64_t leader = c.ElectLeader();
@@ -214,6 +249,129 @@ TEST(Transfer, TargetBecomesLeader) {
   c.Stabilize();
   EXPECT_EQ(c.node(target).Status().role, Role::kLeader);
   EXPECT_EQ(c.node(leader).Status().leader, target);
+}
+
+// Figure 2, "persistent state ... updated on stable storage before
+// responding to RPCs": a vote grant leaves only after the vote is persisted.
+TEST(Election, VoteGrantIsSentOnlyAfterTheVoteIsPersisted) {
+  ConfState conf;
+  for (uint64_t i = 1; i <= 3; ++i) conf.add_voters(i);
+  MemoryStorage storage(conf);
+  Config config;
+  config.id = 1;
+  auto node = Node::Create(config, &storage);
+  ASSERT_TRUE(node.ok());
+  Message m;
+  m.set_from(2);
+  m.set_to(1);
+  auto* req = m.mutable_vote_request();
+  req->set_term(5);
+  req->set_candidate_id(2);
+  ASSERT_TRUE((*node)->Step(m).ok());
+  Ready rd = (*node)->GetReady();
+  EXPECT_TRUE(rd.messages_send_now.empty());
+  ASSERT_EQ(rd.messages_after_persist.size(), 1u);
+  EXPECT_TRUE(rd.messages_after_persist[0].vote_response().granted());
+  ASSERT_TRUE(rd.hard_state.has_value());
+  EXPECT_EQ(rd.hard_state->term(), 5u);
+  EXPECT_EQ(rd.hard_state->vote(), 2u);
+}
+
+// §5.4.1: a voter denies its vote to a candidate whose log is less up to date.
+TEST(Election, VoterRejectsCandidateWithStaleLog) {
+  ConfState conf;
+  for (uint64_t i = 1; i <= 3; ++i) conf.add_voters(i);
+  MemoryStorage storage(conf);
+  Entry e;
+  e.set_index(1);
+  e.set_term(3);
+  ASSERT_TRUE(storage.Append({e}).ok());
+  HardState hs;
+  hs.set_term(3);
+  storage.SetHardState(hs);
+  Config config;
+  config.id = 1;
+  auto node = Node::Create(config, &storage);
+  ASSERT_TRUE(node.ok());
+  Message m;
+  m.set_from(2);
+  m.set_to(1);
+  auto* req = m.mutable_vote_request();
+  req->set_term(4);
+  req->set_candidate_id(2);
+  req->set_last_log_index(5);
+  req->set_last_log_term(2);  // longer log, older last term: less up to date
+  ASSERT_TRUE((*node)->Step(m).ok());
+  Ready rd = (*node)->GetReady();
+  ASSERT_EQ(rd.messages_after_persist.size(), 1u);
+  EXPECT_FALSE(rd.messages_after_persist[0].vote_response().granted());
+}
+
+// Thesis §9.6: with PreVote, a node cut off from the cluster does not inflate
+// its term, so on rejoining it does not depose the leader.
+TEST(PreVote, IsolatedNodeKeepsItsTermAndDoesNotDisruptLeader) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  const uint64_t term = c.node(leader).Status().term;
+  const uint64_t isolated = leader % 3 + 1;
+  c.Isolate(isolated);
+  c.TickAll(100);
+  EXPECT_EQ(c.node(isolated).Status().term, term);
+  c.Heal();
+  c.TickAll(30);
+  EXPECT_EQ(c.Leader(), leader);
+  EXPECT_EQ(c.node(leader).Status().term, term);
+}
+
+// §8: a new leader appends a no-op entry of its own term.
+TEST(Replication, NewLeaderAppendsNoopOfItsTerm) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  c.Stabilize();
+  ASSERT_FALSE(c.applied(leader).empty());
+  EXPECT_EQ(c.applied(leader).back().type(), v1::ENTRY_NOOP);
+  EXPECT_EQ(c.applied(leader).back().term(), c.node(leader).Status().term);
+}
+
+// Proposals that arrive together travel together: one AppendEntries per
+// follower carries them all.
+TEST(Replication, ProposalsBetweenReadiesShareOneMessagePerFollower) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  c.Stabilize();
+  c.sent_.clear();
+  for (int i = 0; i < 10; ++i) c.node(leader).Propose("v" + std::to_string(i));
+  c.Stabilize();
+  int with_entries = 0;
+  for (const auto& m : c.sent_) {
+    if (m.from() == leader && m.has_append_request() && m.append_request().entries_size() > 0) {
+      ++with_entries;
+      EXPECT_EQ(m.append_request().entries_size(), 10);
+    }
+  }
+  EXPECT_EQ(with_entries, 2);
+}
+
+// Pipelining is bounded: at most max_inflight_appends unacknowledged
+// AppendEntries go to a follower that does not answer.
+TEST(Replication, InflightWindowBoundsUnacknowledgedAppends) {
+  Cluster c(3, true, true, /*max_inflight=*/2);
+  const uint64_t leader = c.ElectLeader();
+  c.Stabilize();
+  const uint64_t silent = leader % 3 + 1;
+  c.Isolate(silent);
+  c.sent_.clear();
+  for (int i = 0; i < 6; ++i) {
+    c.node(leader).Propose("v" + std::to_string(i));
+    c.Stabilize();
+  }
+  int to_silent = 0;
+  for (const auto& m : c.sent_) {
+    if (m.to() == silent && m.has_append_request() && m.append_request().entries_size() > 0) {
+      ++to_silent;
+    }
+  }
+  EXPECT_EQ(to_silent, 2);
 }
 
 TEST(Step, RejectsMalformedMessages) {

@@ -1,0 +1,208 @@
+// storage_bench: what the disk and storage/ can do on this machine.
+//
+//   RawAppendFdatasync   write(~150 B) + fdatasync on a plain file: the
+//                        machine's raw fsync rate, measured the same way.
+//   LogAppendSync/N      LogStore::Save of N entries (~150 B each) + hard
+//                        state, synced: the group-commit curve (entries/s).
+//   LogAppendNoSync/N    the same without fsync: the CPU cost of Save.
+//   Apply/N              StateMachine::Apply of N put entries per call.
+//   Range/N              StateMachine::Range of N keys from a random start.
+//   Get                  StateMachine::Get of a random key.
+//
+// Data goes to $RAFTKV_BENCH_DIR (default $TMPDIR or /tmp), which should be
+// on the disk a node would use. Usage: storage_bench [--benchmark_filter=...]
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <benchmark/benchmark.h>
+
+#include <filesystem>
+#include <random>
+
+#include "storage/log_store.h"
+#include "storage/state_machine.h"
+
+namespace raftkv::storage {
+namespace {
+
+constexpr size_t kPayloadBytes = 128;
+
+class BenchDir {
+ public:
+  BenchDir() {
+    const char* base = getenv("RAFTKV_BENCH_DIR");
+    if (base == nullptr || *base == 0) base = getenv("TMPDIR");
+    if (base == nullptr || *base == 0) base = "/tmp";
+    std::string tmpl = std::string(base) + "/raftkv-bench-XXXXXX";
+    path_ = mkdtemp(tmpl.data()) != nullptr ? tmpl : "";
+  }
+  ~BenchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string PutCommand(uint64_t i) {
+  v1::Command c;
+  c.set_client_id(1 + i % 64);
+  c.set_sequence(i);
+  c.mutable_put()->set_key("key-" + std::to_string(i % 100000));
+  c.mutable_put()->set_value(std::string(kPayloadBytes - 32, 'v'));
+  return c.SerializeAsString();
+}
+
+void RawAppendFdatasync(benchmark::State& state) {
+  BenchDir dir;
+  const std::string path = dir.path() + "/raw";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    state.SkipWithError("cannot create file");
+    return;
+  }
+  const std::string record(kPayloadBytes + 20, 'r');
+  for (auto _ : state) {
+    if (::write(fd, record.data(), record.size()) != static_cast<ssize_t>(record.size()) ||
+        ::fdatasync(fd) != 0) {
+      state.SkipWithError("write/fdatasync failed");
+      break;
+    }
+  }
+  ::close(fd);
+  state.SetItemsProcessed(state.iterations());
+  state.counters["fsyncs/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(RawAppendFdatasync)->UseRealTime();
+
+void LogAppend(benchmark::State& state, bool sync) {
+  BenchDir dir;
+  LogStoreOptions o;
+  o.sync = sync;
+  auto log = LogStore::Open(dir.path(), o);
+  if (!log.ok()) {
+    state.SkipWithError(log.status().ToString().c_str());
+    return;
+  }
+  const size_t n = static_cast<size_t>(state.range(0));
+  std::vector<raft::Entry> batch(n);
+  for (size_t i = 0; i < n; ++i) {
+    batch[i].set_term(1);
+    batch[i].set_data(PutCommand(i));
+  }
+  raft::HardState hs;
+  hs.set_term(1);
+  hs.set_vote(1);
+  uint64_t next = 1;
+  for (auto _ : state) {
+    for (auto& e : batch) e.set_index(next++);
+    hs.set_commit(next - 1);
+    absl::Status s = (*log)->Save(batch, hs);
+    if (!s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+      break;
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
+  state.counters["fsyncs/s"] = benchmark::Counter(sync ? static_cast<double>(state.iterations()) : 0,
+                                                  benchmark::Counter::kIsRate);
+}
+
+void LogAppendSync(benchmark::State& state) { LogAppend(state, true); }
+void LogAppendNoSync(benchmark::State& state) { LogAppend(state, false); }
+BENCHMARK(LogAppendSync)->Arg(1)->Arg(16)->Arg(256)->Arg(1024)->UseRealTime();
+BENCHMARK(LogAppendNoSync)->Arg(1)->Arg(256)->UseRealTime();
+
+void Apply(benchmark::State& state) {
+  BenchDir dir;
+  auto sm = StateMachine::Open(dir.path(), {});
+  if (!sm.ok()) {
+    state.SkipWithError(sm.status().ToString().c_str());
+    return;
+  }
+  const size_t n = static_cast<size_t>(state.range(0));
+  std::vector<raft::Entry> batch(n);
+  uint64_t next = 1;
+  for (auto _ : state) {
+    state.PauseTiming();
+    for (auto& e : batch) {
+      e.set_term(1);
+      e.set_index(next);
+      e.set_data(PutCommand(next++));
+    }
+    state.ResumeTiming();
+    auto r = (*sm)->Apply(batch);
+    if (!r.ok()) {
+      state.SkipWithError(r.status().ToString().c_str());
+      break;
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
+}
+BENCHMARK(Apply)->Arg(1)->Arg(64)->Arg(1024)->UseRealTime();
+
+// A state machine with 100k keys, filled once and shared by the read
+// benchmarks.
+StateMachine* Filled() {
+  static BenchDir* dir = new BenchDir;
+  static StateMachine* sm = [] {
+    auto s = StateMachine::Open(dir->path(), {});
+    if (!s.ok()) std::abort();
+    StateMachine* m = s->release();
+    std::vector<raft::Entry> batch;
+    for (uint64_t i = 1; i <= 100000; ++i) {
+      raft::Entry e;
+      e.set_term(1);
+      e.set_index(i);
+      e.set_data(PutCommand(i));
+      batch.push_back(std::move(e));
+      if (batch.size() == 1000) {
+        if (!m->Apply(batch).ok()) std::abort();
+        batch.clear();
+      }
+    }
+    return m;
+  }();
+  return sm;
+}
+
+void Range(benchmark::State& state) {
+  StateMachine* sm = Filled();
+  std::mt19937_64 rng(1);
+  const size_t limit = static_cast<size_t>(state.range(0));
+  int64_t keys = 0;
+  for (auto _ : state) {
+    auto r = sm->Range("key-" + std::to_string(rng() % 100000), "", limit);
+    if (!r.ok()) {
+      state.SkipWithError(r.status().ToString().c_str());
+      break;
+    }
+    keys += static_cast<int64_t>(r->kvs.size());
+  }
+  state.SetItemsProcessed(keys);
+}
+BENCHMARK(Range)->Arg(10)->Arg(100)->Arg(1000);
+
+void Get(benchmark::State& state) {
+  StateMachine* sm = Filled();
+  std::mt19937_64 rng(2);
+  for (auto _ : state) {
+    auto r = sm->Get("key-" + std::to_string(rng() % 100000));
+    if (!r.ok() || !r->has_value()) {
+      state.SkipWithError("get failed");
+      break;
+    }
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(Get);
+
+}  // namespace
+}  // namespace raftkv::storage
+
+BENCHMARK_MAIN();
