@@ -4,8 +4,7 @@
 // LogBackend is owned and called by the Raft thread only. StateMachineBackend
 // is owned and called by the apply thread only (reads included: they are
 // served on the apply thread, so no locking is needed). raftd uses the LevelDB
-// implementations in storage/ (OpenStorageBackends); tests of the driver may
-// use the in-memory ones.
+// implementations in storage/ (OpenBackends).
 #pragma once
 
 #include <cstdint>
@@ -68,8 +67,5 @@ struct Backends {
 absl::StatusOr<Backends> OpenBackends(const std::string& data_dir, uint64_t cluster_id,
                                       uint64_t node_id,
                                       const std::vector<uint64_t>& initial_voters);
-
-// In-memory stores (nothing survives the process), for driver tests.
-Backends MemoryBackends(const std::vector<uint64_t>& initial_voters);
 
 }  // namespace raftkv::service
