@@ -287,9 +287,10 @@ class ClusterTest(unittest.TestCase):
         stop = threading.Event()
 
         def writer():
-            # Bounded: at most 2000 writes or 60 s. Rotates over all nodes.
+            # Bounded: at most 5000 attempts or 60 s, and at most ~50 failed attempts per
+            # second (a failed call pauses 20 ms before the next). Rotates over all nodes.
             end = time.monotonic() + 60
-            for n in range(2000):
+            for n in range(5000):
                 if stop.is_set() or time.monotonic() > end:
                     return
                 node = self.c.ids[n % 3]
@@ -302,6 +303,7 @@ class ClusterTest(unittest.TestCase):
                     with lock:
                         errors[e.code().name] = errors.get(e.code().name, 0) + 1
                         last_error[node] = e.details()
+                    stop.wait(0.02)
 
         t = threading.Thread(target=writer)
         t.start()
@@ -467,6 +469,31 @@ class ClusterTest(unittest.TestCase):
         self.c.put(follower, b"still", b"working")
         for i in self.c.ids:
             self.assertEqual(self.c.get(i, b"still").kv.value, b"working")
+
+    def test_overload_gets_resource_exhausted(self):
+        """Beyond --max_pending_requests calls in progress, writes get RESOURCE_EXHAUSTED
+        at once; the others complete and the node keeps serving."""
+        for i in self.c.ids:
+            self.c.start(i, extra=["--max_pending_requests=2"])
+        leader = self.c.wait_leader()
+        kv = self.c.kv(leader)
+        futures = [kv.Put.future(kv_pb2.PutRequest(key=b"o%03d" % n, value=b"v"), timeout=10)
+                   for n in range(100)]
+        codes = {}
+        for f in futures:
+            try:
+                f.result()
+                code = "OK"
+            except grpc.RpcError as e:
+                code = e.code().name
+                if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    self.assertIn("too many pending requests", e.details())
+            codes[code] = codes.get(code, 0) + 1
+        self.assertGreater(codes.get("RESOURCE_EXHAUSTED", 0), 0, codes)
+        self.assertGreater(codes.get("OK", 0), 0, codes)
+        self.assertEqual(set(codes), {"OK", "RESOURCE_EXHAUSTED"})
+        self.c.put(leader, b"after", b"overload")
+        self.assertEqual(self.c.get(leader, b"after").kv.value, b"overload")
 
     def test_unavailable_names_the_leader(self):
         """A forwarded write to a dead leader fails UNAVAILABLE with the leader's address in
