@@ -275,17 +275,22 @@ void SubmitWrite(const NodeConfig& config, RaftDriver* driver, Applier* applier,
   fwd->req = *req;
   fwd->client.set_deadline(ForwardDeadline(ctx, kForwardTimeCap));
   fwd->client.AddMetadata(kForwardedMetadata, absl::StrCat(config.id));
+  // The callback may run after this node began shutting down, so it uses only
+  // what it owns: the leader hint is taken now.
+  std::string leader_addr = hints.LeaderAddr();
   async_call(stub->async(), &fwd->client, &fwd->req, &fwd->resp,
-             [fwd, call, hints](grpc::Status s) {
+             [fwd, call, leader, leader_addr](grpc::Status s) {
                if (s.ok()) {
                  call.Complete([&](Resp* out) {
                    *out = std::move(fwd->resp);
                    return grpc::Status::OK;
                  });
                } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-                 hints.Fail(call, grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                               "forwarding to the leader failed: " +
-                                                   s.error_message()));
+                 call.Fail(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                        absl::StrCat("forwarding to the leader failed: ",
+                                                     s.error_message(), " (leader: node ",
+                                                     leader, " at ", leader_addr, ")")),
+                           leader_addr);
                } else {
                  call.Fail(s);
                }
@@ -357,6 +362,17 @@ void ReadIndexForwarder::Add(std::shared_ptr<ReadWaiter> waiter) {
     }
     batch.swap(waiting_);
   }
+}
+
+bool ReadIndexForwarder::WaitIdle(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](ReadIndexForwarder* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
+            return !f->in_flight_ && f->waiting_.empty();
+          },
+          this),
+      timeout);
 }
 
 void ReadIndexForwarder::Done(const grpc::Status& status, uint64_t index, uint64_t term,

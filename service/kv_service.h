@@ -19,6 +19,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "raftkv/v1/cluster.grpc.pb.h"
 #include "raftkv/v1/kv.grpc.pb.h"
@@ -53,6 +54,9 @@ class ReadIndexForwarder {
   ReadIndexForwarder(const NodeConfig& config, const RaftDriver* driver, Applier* applier,
                      const PeerClients* peers);
   void Add(std::shared_ptr<ReadWaiter> waiter);
+  // At shutdown, once no new reads can arrive: waits until no ReadIndex call
+  // is in flight, so that none calls back into a destroyed forwarder.
+  bool WaitIdle(absl::Duration timeout);
 
  private:
   void StartLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -229,6 +229,9 @@ int Run(int argc, char** argv) {
   client_server->GetHealthCheckService()->SetServingStatus(false);
   client_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  if (!forwarder.WaitIdle(absl::Seconds(5))) {
+    spdlog::warn("a forwarded read-index call is still in flight at shutdown");
+  }
   transport.Stop();
   (*driver)->Stop();
   applier.Stop();
