@@ -13,7 +13,9 @@ Applier::Applier(StateMachineBackend* state_machine) : state_machine_(state_mach
 
 Applier::~Applier() { Stop(); }
 
-void Applier::Start() { thread_ = std::thread([this] { Run(); }); }
+void Applier::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void Applier::Stop() {
   {
@@ -72,9 +74,8 @@ void Applier::Run() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](Applier* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu_) {
-            return a->stop_ || !a->queue_.empty();
-          },
+          +[](Applier* a)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu_) { return a->stop_ || !a->queue_.empty(); },
           this));
       if (stop_) return;
       items.swap(queue_);

@@ -20,17 +20,17 @@ absl::StatusOr<std::map<uint64_t, PeerAddress>> ParseInitialCluster(const std::s
     std::vector<absl::string_view> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
     uint64_t id = 0;
     if (kv.size() != 2 || !absl::SimpleAtoi(kv[0], &id) || id == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--initial_cluster: bad member \"", item,
-          "\": want ID=PEER_HOST:PORT/CLIENT_HOST:PORT with ID a positive integer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--initial_cluster: bad member \"", item,
+                       "\": want ID=PEER_HOST:PORT/CLIENT_HOST:PORT with ID a positive integer"));
     }
     std::vector<absl::string_view> addrs = absl::StrSplit(kv[1], '/');
     if (addrs.size() != 2 || addrs[0].empty() || addrs[1].empty() ||
         addrs[0].find(':') == absl::string_view::npos ||
         addrs[1].find(':') == absl::string_view::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--initial_cluster: bad addresses for member ", id, " (\"", kv[1],
-          "\"): want PEER_HOST:PORT/CLIENT_HOST:PORT"));
+      return absl::InvalidArgumentError(absl::StrCat("--initial_cluster: bad addresses for member ",
+                                                     id, " (\"", kv[1],
+                                                     "\"): want PEER_HOST:PORT/CLIENT_HOST:PORT"));
     }
     if (out.count(id)) {
       return absl::InvalidArgumentError(

@@ -177,16 +177,16 @@ struct Hints {
 grpc::Status CheckKey(const std::string& key, const NodeConfig& config) {
   if (key.empty()) return Invalid("key is empty");
   if (key.size() > config.max_key_bytes) {
-    return Invalid(absl::StrCat("key is ", key.size(), " bytes; the limit is ",
-                                config.max_key_bytes));
+    return Invalid(
+        absl::StrCat("key is ", key.size(), " bytes; the limit is ", config.max_key_bytes));
   }
   return grpc::Status::OK;
 }
 
 grpc::Status CheckValue(const std::string& value, const NodeConfig& config) {
   if (value.size() > config.max_value_bytes) {
-    return Invalid(absl::StrCat("value is ", value.size(), " bytes; the limit is ",
-                                config.max_value_bytes));
+    return Invalid(
+        absl::StrCat("value is ", value.size(), " bytes; the limit is ", config.max_value_bytes));
   }
   return grpc::Status::OK;
 }
@@ -286,10 +286,10 @@ void SubmitWrite(const NodeConfig& config, RaftDriver* driver, Applier* applier,
                    return grpc::Status::OK;
                  });
                } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-                 call.Fail(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                        absl::StrCat("forwarding to the leader failed: ",
-                                                     s.error_message(), " (leader: node ",
-                                                     leader, " at ", leader_addr, ")")),
+                 call.Fail(grpc::Status(
+                               grpc::StatusCode::UNAVAILABLE,
+                               absl::StrCat("forwarding to the leader failed: ", s.error_message(),
+                                            " (leader: node ", leader, " at ", leader_addr, ")")),
                            leader_addr);
                } else {
                  call.Fail(s);
@@ -366,13 +366,12 @@ void ReadIndexForwarder::Add(std::shared_ptr<ReadWaiter> waiter) {
 
 bool ReadIndexForwarder::WaitIdle(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(
-      absl::Condition(
-          +[](ReadIndexForwarder* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
-            return !f->in_flight_ && f->waiting_.empty();
-          },
-          this),
-      timeout);
+  return mu_.AwaitWithTimeout(absl::Condition(
+                                  +[](ReadIndexForwarder* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
+                                    return !f->in_flight_ && f->waiting_.empty();
+                                  },
+                                  this),
+                              timeout);
 }
 
 void ReadIndexForwarder::Done(const grpc::Status& status, uint64_t index, uint64_t term,
@@ -434,13 +433,12 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
   cmd.set_sequence(req->sequence());
   cmd.mutable_put()->set_key(req->key());
   cmd.mutable_put()->set_value(req->value());
-  SubmitWrite(config_, driver_, applier_, peers_, &pending_, ctx, req, call, cmd,
-              [](const v1::CommandResult& r, v1::PutResponse* out) {
-                if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
-              },
-              [](auto* async, auto* c, auto* q, auto* p, auto cb) {
-                async->Put(c, q, p, std::move(cb));
-              });
+  SubmitWrite(
+      config_, driver_, applier_, peers_, &pending_, ctx, req, call, cmd,
+      [](const v1::CommandResult& r, v1::PutResponse* out) {
+        if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
+      },
+      [](auto* async, auto* c, auto* q, auto* p, auto cb) { async->Put(c, q, p, std::move(cb)); });
   return call.reactor();
 }
 
@@ -458,14 +456,15 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
   cmd.set_client_id(req->client_id());
   cmd.set_sequence(req->sequence());
   cmd.mutable_delete_()->set_key(req->key());
-  SubmitWrite(config_, driver_, applier_, peers_, &pending_, ctx, req, call, cmd,
-              [](const v1::CommandResult& r, v1::DeleteResponse* out) {
-                out->set_deleted(r.code() == v1::CommandResult::OK);
-                if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
-              },
-              [](auto* async, auto* c, auto* q, auto* p, auto cb) {
-                async->Delete(c, q, p, std::move(cb));
-              });
+  SubmitWrite(
+      config_, driver_, applier_, peers_, &pending_, ctx, req, call, cmd,
+      [](const v1::CommandResult& r, v1::DeleteResponse* out) {
+        out->set_deleted(r.code() == v1::CommandResult::OK);
+        if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
+      },
+      [](auto* async, auto* c, auto* q, auto* p, auto cb) {
+        async->Delete(c, q, p, std::move(cb));
+      });
   return call.reactor();
 }
 
@@ -477,8 +476,9 @@ grpc::ServerUnaryReactor* KvService::CompareAndSwap(grpc::CallbackServerContext*
   if (s.ok()) s = CheckValue(req->new_value(), config_);
   if (s.ok()) s = CheckSession(req->client_id(), req->sequence());
   if (s.ok() && req->expected_case() == v1::CompareAndSwapRequest::EXPECTED_NOT_SET) {
-    s = Invalid("compare-and-swap needs one of expected_value, expected_mod_revision, "
-                "expect_absent");
+    s = Invalid(
+        "compare-and-swap needs one of expected_value, expected_mod_revision, "
+        "expect_absent");
   }
   if (s.ok() && req->expected_case() == v1::CompareAndSwapRequest::kExpectAbsent &&
       !req->expect_absent()) {
@@ -504,13 +504,14 @@ grpc::ServerUnaryReactor* KvService::CompareAndSwap(grpc::CallbackServerContext*
     default:
       cas->set_expect_absent(true);
   }
-  SubmitWrite(config_, driver_, applier_, peers_, &pending_, ctx, req, call, cmd,
-              [](const v1::CommandResult& r, v1::CompareAndSwapResponse* out) {
-                if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
-              },
-              [](auto* async, auto* c, auto* q, auto* p, auto cb) {
-                async->CompareAndSwap(c, q, p, std::move(cb));
-              });
+  SubmitWrite(
+      config_, driver_, applier_, peers_, &pending_, ctx, req, call, cmd,
+      [](const v1::CommandResult& r, v1::CompareAndSwapResponse* out) {
+        if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
+      },
+      [](auto* async, auto* c, auto* q, auto* p, auto cb) {
+        async->CompareAndSwap(c, q, p, std::move(cb));
+      });
   return call.reactor();
 }
 
@@ -603,19 +604,26 @@ void FillMembers(const NodeConfig& config, google::protobuf::RepeatedPtrField<v1
 
 std::string RoleString(raft::Role role) {
   switch (role) {
-    case raft::Role::kFollower: return "follower";
-    case raft::Role::kPreCandidate: return "pre-candidate";
-    case raft::Role::kCandidate: return "candidate";
-    case raft::Role::kLeader: return "leader";
+    case raft::Role::kFollower:
+      return "follower";
+    case raft::Role::kPreCandidate:
+      return "pre-candidate";
+    case raft::Role::kCandidate:
+      return "candidate";
+    case raft::Role::kLeader:
+      return "leader";
   }
   return "unknown";
 }
 
 std::string ProgressString(raft::ProgressState s) {
   switch (s) {
-    case raft::ProgressState::kProbe: return "probe";
-    case raft::ProgressState::kReplicate: return "replicate";
-    case raft::ProgressState::kSnapshot: return "snapshot";
+    case raft::ProgressState::kProbe:
+      return "probe";
+    case raft::ProgressState::kReplicate:
+      return "replicate";
+    case raft::ProgressState::kSnapshot:
+      return "snapshot";
   }
   return "unknown";
 }

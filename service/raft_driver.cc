@@ -17,8 +17,8 @@ absl::StatusOr<std::unique_ptr<RaftDriver>> RaftDriver::Create(const DriverOptio
   config.election_ticks = options.election_ticks;
   config.heartbeat_ticks = 1;
   config.applied = applier->applied_index();
-  config.random_seed = options.id * 0x9E3779B97F4A7C15ull ^
-                       static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  config.random_seed =
+      options.id * 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   absl::StatusOr<std::unique_ptr<raft::Node>> node = raft::Node::Create(config, log->view());
   if (!node.ok()) return node.status();
   return std::unique_ptr<RaftDriver>(
@@ -27,13 +27,19 @@ absl::StatusOr<std::unique_ptr<RaftDriver>> RaftDriver::Create(const DriverOptio
 
 RaftDriver::RaftDriver(const DriverOptions& options, std::unique_ptr<raft::Node> node,
                        LogBackend* log, Applier* applier, Transport* transport)
-    : options_(options), log_(log), applier_(applier), transport_(transport), node_(std::move(node)) {
+    : options_(options),
+      log_(log),
+      applier_(applier),
+      transport_(transport),
+      node_(std::move(node)) {
   Publish();
 }
 
 RaftDriver::~RaftDriver() { Stop(); }
 
-void RaftDriver::Start() { thread_ = std::thread([this] { Run(); }); }
+void RaftDriver::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void RaftDriver::Stop() {
   {

@@ -45,8 +45,8 @@ class RaftDriver {
  public:
   // `log`, `applier` and `transport` must outlive the driver.
   static absl::StatusOr<std::unique_ptr<RaftDriver>> Create(const DriverOptions& options,
-                                                           LogBackend* log, Applier* applier,
-                                                           Transport* transport);
+                                                            LogBackend* log, Applier* applier,
+                                                            Transport* transport);
   ~RaftDriver();
   RaftDriver(const RaftDriver&) = delete;
   RaftDriver& operator=(const RaftDriver&) = delete;

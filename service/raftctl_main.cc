@@ -70,16 +70,26 @@ std::string Json(const google::protobuf::Message& m) {
 
 std::string StatusName(grpc::StatusCode c) {
   switch (c) {
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    default: return absl::StrCat("code ", static_cast<int>(c));
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    default:
+      return absl::StrCat("code ", static_cast<int>(c));
   }
 }
 
@@ -291,8 +301,7 @@ int Members(const Options& o) {
 int Main(int argc, char** argv) {
   Options o;
   const char* env = std::getenv("RAFTKV_ENDPOINTS");
-  std::string endpoints =
-      env != nullptr ? env : "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+  std::string endpoints = env != nullptr ? env : "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
   std::vector<std::string> pos;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -317,7 +326,8 @@ int Main(int argc, char** argv) {
       if (v != "json" && v != "table" && v != "simple") return Error("-w: want table or json");
       o.json = v == "json";
     } else if (value("--timeout_ms", &v)) {
-      if (!absl::SimpleAtoi(v, &o.timeout_ms) || o.timeout_ms <= 0) return Error("bad --timeout_ms");
+      if (!absl::SimpleAtoi(v, &o.timeout_ms) || o.timeout_ms <= 0)
+        return Error("bad --timeout_ms");
     } else if (value("--limit", &v)) {
       if (!absl::SimpleAtoi(v, &o.limit) || o.limit < 0) return Error("bad --limit");
     } else if (value("--client_id", &v)) {

@@ -36,10 +36,12 @@ class Transport::PeerSender {
         peer_id_(peer_id),
         addr_(addr),
         options_(options),
-        stub_(v1::Raft::NewStub(grpc::CreateCustomChannel(
-            addr, grpc::InsecureChannelCredentials(), PeerChannelArguments()))) {}
+        stub_(v1::Raft::NewStub(grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(),
+                                                          PeerChannelArguments()))) {}
 
-  void Start() { thread_ = std::thread([this] { Run(); }); }
+  void Start() {
+    thread_ = std::thread([this] { Run(); });
+  }
 
   void Enqueue(raft::Message msg) {
     absl::MutexLock lock(&mu_);
@@ -71,9 +73,8 @@ class Transport::PeerSender {
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
-            +[](PeerSender* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
-              return s->stop_ || !s->queue_.empty();
-            },
+            +[](PeerSender* s)
+                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->stop_ || !s->queue_.empty(); },
             this));
         if (stop_) return;
       }
@@ -86,21 +87,20 @@ class Transport::PeerSender {
         active_ = &ctx;
       }
       v1::StreamSummary summary;
-      std::unique_ptr<grpc::ClientWriter<v1::MessageBatch>> writer =
-          stub_->Stream(&ctx, &summary);
+      std::unique_ptr<grpc::ClientWriter<v1::MessageBatch>> writer = stub_->Stream(&ctx, &summary);
       uint64_t sent = 0;
       while (true) {
         v1::MessageBatch batch;
         {
           absl::MutexLock lock(&mu_);
           mu_.Await(absl::Condition(
-              +[](PeerSender* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
-                return s->stop_ || !s->queue_.empty();
-              },
+              +[](PeerSender* s)
+                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->stop_ || !s->queue_.empty(); },
               this));
           if (stop_) break;
           size_t bytes = 0;
-          while (!queue_.empty() && (batch.messages_size() == 0 || bytes < options_.max_batch_bytes)) {
+          while (!queue_.empty() &&
+                 (batch.messages_size() == 0 || bytes < options_.max_batch_bytes)) {
             bytes += queue_.front().ByteSizeLong();
             *batch.add_messages() = std::move(queue_.front());
             queue_.pop_front();
@@ -153,8 +153,7 @@ class Transport::PeerSender {
 };
 
 Transport::Transport(uint64_t self_id, uint64_t cluster_id,
-                     const std::map<uint64_t, std::string>& peer_addrs,
-                     TransportOptions options) {
+                     const std::map<uint64_t, std::string>& peer_addrs, TransportOptions options) {
   for (const auto& [id, addr] : peer_addrs) {
     if (id == self_id) continue;
     peers_[id] = std::make_unique<PeerSender>(self_id, cluster_id, id, addr, options);
@@ -244,16 +243,17 @@ grpc::ServerReadReactor<v1::MessageBatch>* RaftPeerService::Stream(
   uint64_t cluster = 0, from = 0;
   if (!absl::SimpleAtoi(Metadata(context, "raftkv-cluster-id"), &cluster) ||
       !absl::SimpleAtoi(Metadata(context, "raftkv-from"), &from) || from == 0) {
-    return new RejectReactor(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                          "peer stream without raftkv-cluster-id/raftkv-from metadata"));
+    return new RejectReactor(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                     "peer stream without raftkv-cluster-id/raftkv-from metadata"));
   }
   if (cluster != cluster_id_) {
     spdlog::warn("refused a peer stream from node {} of cluster {} (this is cluster {})", from,
                  cluster, cluster_id_);
-    return new RejectReactor(grpc::Status(
-        grpc::StatusCode::FAILED_PRECONDITION,
-        absl::StrCat("cluster id mismatch: this node belongs to cluster ", cluster_id_,
-                     ", the stream comes from cluster ", cluster)));
+    return new RejectReactor(
+        grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                     absl::StrCat("cluster id mismatch: this node belongs to cluster ", cluster_id_,
+                                  ", the stream comes from cluster ", cluster)));
   }
   return new StreamReactor(self_id_, from, &sink_, summary);
 }

@@ -36,8 +36,8 @@
 namespace raftkv::service {
 
 struct TransportOptions {
-  size_t max_queued_messages = 8192;   // per peer; beyond it new messages are dropped
-  size_t max_batch_bytes = 4 << 20;    // per batch written
+  size_t max_queued_messages = 8192;  // per peer; beyond it new messages are dropped
+  size_t max_batch_bytes = 4 << 20;   // per batch written
   int reconnect_backoff_ms = 100;
 };
 

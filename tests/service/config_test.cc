@@ -17,8 +17,8 @@ TEST(InitialClusterTest, ParsesIdPeerAndClientAddresses) {
 }
 
 TEST(InitialClusterTest, RejectsMalformedMembersWithTheirText) {
-  for (const char* bad : {"", "1=a:1", "x=a:1/b:2", "0=a:1/b:2", "1=a:1/b", "1=/b:2",
-                          "1=a:1/b:2,1=c:3/d:4", "1"}) {
+  for (const char* bad :
+       {"", "1=a:1", "x=a:1/b:2", "0=a:1/b:2", "1=a:1/b", "1=/b:2", "1=a:1/b:2,1=c:3/d:4", "1"}) {
     auto m = ParseInitialCluster(bad);
     EXPECT_FALSE(m.ok()) << bad;
     EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << bad;
