@@ -257,6 +257,10 @@ int Status(const Options& o) {
   if (o.json) {
     std::cout << "[" << absl::StrJoin(json, ",") << "]\n";
   } else {
+    // The ERROR column only when some endpoint failed.
+    if (failures == 0) {
+      for (auto& r : rows) r.pop_back();
+    }
     std::vector<size_t> width(rows[0].size(), 0);
     for (const auto& r : rows) {
       for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
