@@ -168,6 +168,10 @@ class Node {
 
   // The transport could not deliver the snapshot that a snapshot_request to
   // `peer` announced: the leader goes back to probing that peer.
+  // Contract: the leader sends that peer nothing but heartbeats until the
+  // peer's snapshot_response arrives or this is called, so a transport must
+  // end every snapshot transfer in exactly one of the two (treat it as one
+  // call that answers or fails), or the peer stalls.
   virtual void ReportSnapshotFailure(uint64_t peer) = 0;
 
   virtual bool HasReady() const = 0;

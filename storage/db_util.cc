@@ -3,12 +3,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
-
-#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -66,8 +65,7 @@ namespace {
 
 std::string Advice(const DbName& db) {
   return absl::StrCat(
-      " This node must not start from a ", db.kind,
-      " it cannot read. Restore ", db.dir,
+      " This node must not start from a ", db.kind, " it cannot read. Restore ", db.dir,
       " from a backup, or move it aside and re-add this node to the cluster as a new "
       "member so that it copies its state from the leader.");
 }
@@ -115,7 +113,8 @@ std::string DamagedTables(const std::string& dir) {
 
 absl::Status FromLevelDb(const DbName& db, absl::string_view what, const leveldb::Status& s) {
   if (s.ok()) return absl::OkStatus();
-  std::string msg = absl::StrCat(db.kind, " at ", db.dir, ": ", what, " failed: ", s.ToString(), ".");
+  std::string msg =
+      absl::StrCat(db.kind, " at ", db.dir, ": ", what, " failed: ", s.ToString(), ".");
   if (s.IsCorruption()) {
     msg.pop_back();  // the final "."
     return absl::DataLossError(absl::StrCat(msg, DamagedTables(db.dir), ".", Advice(db)));
@@ -144,8 +143,8 @@ absl::Status OpenDb(const DbName& db, const leveldb::Options& options,
   std::error_code ec;
   fs::create_directories(db.dir, ec);
   if (ec) {
-    return absl::UnavailableError(absl::StrCat("cannot create the ", db.kind, " directory ",
-                                               db.dir, ": ", ec.message()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot create the ", db.kind, " directory ", db.dir, ": ", ec.message()));
   }
   // LevelDB with create_if_missing treats a directory without CURRENT as a
   // new database and would start empty next to the old files.

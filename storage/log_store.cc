@@ -81,9 +81,9 @@ absl::Status LogStore::Load() {
     it->SeekToFirst();
     if (!it->status().ok()) return FromLevelDb(name, "read", it->status());
     if (it->Valid()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          dir_, " holds a LevelDB database that is not a raftkv log store (no ", kFormatKey,
-          " key); point the log at its own directory"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir_, " holds a LevelDB database that is not a raftkv log store (no ",
+                       kFormatKey, " key); point the log at its own directory"));
     }
     leveldb::WriteBatch b;
     b.Put(kFormatKey, kFormat);
@@ -238,8 +238,8 @@ absl::Status LogStore::ValidateHardState(const HardState& hs, uint64_t new_last)
         absl::StrCat("hard state commit would go back from ", old.commit(), " to ", hs.commit()));
   }
   if (hs.commit() > new_last) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "hard state commits index ", hs.commit(), " beyond the last log index ", new_last));
+    return absl::InvalidArgumentError(absl::StrCat("hard state commits index ", hs.commit(),
+                                                   " beyond the last log index ", new_last));
   }
   return absl::OkStatus();
 }
@@ -257,9 +257,8 @@ absl::Status LogStore::Save(const std::vector<Entry>& entries,
                                                      " are compacted into a snapshot"));
     }
     if (first > last_index_ + 1) {
-      return absl::InvalidArgumentError(absl::StrCat("append at index ", first,
-                                                     " would leave a gap after the last index ",
-                                                     last_index_));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "append at index ", first, " would leave a gap after the last index ", last_index_));
     }
     absl::StatusOr<uint64_t> prev_term = TermLocked(first - 1);
     if (!prev_term.ok()) return prev_term.status();
@@ -267,9 +266,9 @@ absl::Status LogStore::Save(const std::vector<Entry>& entries,
     for (size_t i = 0; i < entries.size(); ++i) {
       const Entry& e = entries[i];
       if (e.index() != first + i) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "appended entries are not contiguous: entry ", i, " has index ", e.index(),
-            ", expected ", first + i));
+        return absl::InvalidArgumentError(
+            absl::StrCat("appended entries are not contiguous: entry ", i, " has index ", e.index(),
+                         ", expected ", first + i));
       }
       if (e.term() == 0 || e.term() < term) {
         return absl::InvalidArgumentError(absl::StrCat("entry ", e.index(), " has term ", e.term(),
@@ -281,9 +280,9 @@ absl::Status LogStore::Save(const std::vector<Entry>& entries,
         absl::StatusOr<uint64_t> stored = TermLocked(e.index());
         if (!stored.ok()) return stored.status();
         if (*stored != e.term()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "refusing to rewrite committed entry ", e.index(), " (term ", *stored, " -> ",
-              e.term(), "; commit is ", hard_state_.commit(), ")"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("refusing to rewrite committed entry ", e.index(), " (term ", *stored,
+                           " -> ", e.term(), "; commit is ", hard_state_.commit(), ")"));
         }
       }
     }
@@ -355,8 +354,8 @@ absl::Status LogStore::ApplySnapshot(const SnapshotMetadata& meta) {
   if (has_hard_state_ && hard_state_.commit() > meta.index()) {
     // Keeping a commit beyond the snapshot would point past the new log end.
     return absl::FailedPreconditionError(absl::StrCat(
-        "snapshot at index ", meta.index(), " is behind the committed index ",
-        hard_state_.commit(), "; a follower installs only snapshots ahead of its commit"));
+        "snapshot at index ", meta.index(), " is behind the committed index ", hard_state_.commit(),
+        "; a follower installs only snapshots ahead of its commit"));
   }
   leveldb::WriteBatch b;
   for (uint64_t i = snapshot_.index() + 1; i <= last_index_; ++i) b.Delete(EntryKey(i));
@@ -402,7 +401,8 @@ absl::StatusOr<std::vector<Entry>> LogStore::Entries(uint64_t lo, uint64_t hi,
   for (it->Seek(EntryKey(lo)); want < hi; it->Next(), ++want) {
     if (!it->status().ok() || !it->Valid() || !IsEntryKey(it->key()) ||
         internal::GetBigEndian64(it->key().data() + 1) != want) {
-      if (!it->status().ok()) return FromLevelDb(name, absl::StrCat("read entry ", want), it->status());
+      if (!it->status().ok())
+        return FromLevelDb(name, absl::StrCat("read entry ", want), it->status());
       return Corrupt(name, absl::StrCat("entry ", want, " is missing"));
     }
     Entry e;

@@ -33,8 +33,8 @@ void PutRecord(std::string* dst, const leveldb::Slice& k, const leveldb::Slice& 
 
 }  // namespace
 
-SnapshotReader::SnapshotReader(StateMachine* owner, leveldb::DB* db,
-                               const leveldb::Snapshot* snap, size_t chunk_bytes)
+SnapshotReader::SnapshotReader(StateMachine* owner, leveldb::DB* db, const leveldb::Snapshot* snap,
+                               size_t chunk_bytes)
     : owner_(owner), db_(db), snapshot_(snap), chunk_bytes_(chunk_bytes) {}
 
 SnapshotReader::~SnapshotReader() {
@@ -134,8 +134,8 @@ absl::Status SnapshotImport::Write(std::string_view chunk) {
     ++n;
   }
   if (last && total != records_ + n) {
-    return fail(absl::StrCat("the stream should hold ", total, " records but ", records_ + n,
-                             " arrived"));
+    return fail(
+        absl::StrCat("the stream should hold ", total, " records but ", records_ + n, " arrived"));
   }
   const std::string path = (std::filesystem::path(parent_dir_) / name_).string();
   absl::Status s = internal::FromLevelDb({"state machine import", path}, "write snapshot chunk",

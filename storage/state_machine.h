@@ -113,6 +113,7 @@ class SnapshotReader {
 // A snapshot being imported into a fresh database beside the live one.
 // Feed it every chunk in order, then hand it to StateMachine::FinishImport().
 // Destroying it unfinished removes the partial database.
+// REQUIRES: destroyed (or finished) before its StateMachine.
 class SnapshotImport {
  public:
   ~SnapshotImport();

@@ -11,11 +11,10 @@
 //
 // Data goes to $RAFTKV_BENCH_DIR (default $TMPDIR or /tmp), which should be
 // on the disk a node would use. Usage: storage_bench [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-#include <benchmark/benchmark.h>
 
 #include <filesystem>
 #include <random>
@@ -108,8 +107,8 @@ void LogAppend(benchmark::State& state, bool sync) {
     }
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
-  state.counters["fsyncs/s"] = benchmark::Counter(sync ? static_cast<double>(state.iterations()) : 0,
-                                                  benchmark::Counter::kIsRate);
+  state.counters["fsyncs/s"] = benchmark::Counter(
+      sync ? static_cast<double>(state.iterations()) : 0, benchmark::Counter::kIsRate);
 }
 
 void LogAppendSync(benchmark::State& state) { LogAppend(state, true); }
@@ -146,13 +145,12 @@ void Apply(benchmark::State& state) {
 BENCHMARK(Apply)->Arg(1)->Arg(64)->Arg(1024)->UseRealTime();
 
 // A state machine with 100k keys, filled once and shared by the read
-// benchmarks.
+// benchmarks; closed and removed at exit (statics die in reverse order).
 StateMachine* Filled() {
-  static BenchDir* dir = new BenchDir;
-  static StateMachine* sm = [] {
-    auto s = StateMachine::Open(dir->path(), {});
+  static BenchDir dir;
+  static std::unique_ptr<StateMachine> sm = [] {
+    auto s = StateMachine::Open(dir.path(), {});
     if (!s.ok()) std::abort();
-    StateMachine* m = s->release();
     std::vector<raft::Entry> batch;
     for (uint64_t i = 1; i <= 100000; ++i) {
       raft::Entry e;
@@ -161,13 +159,13 @@ StateMachine* Filled() {
       e.set_data(PutCommand(i));
       batch.push_back(std::move(e));
       if (batch.size() == 1000) {
-        if (!m->Apply(batch).ok()) std::abort();
+        if (!(*s)->Apply(batch).ok()) std::abort();
         batch.clear();
       }
     }
-    return m;
+    return std::move(*s);
   }();
-  return sm;
+  return sm.get();
 }
 
 void Range(benchmark::State& state) {

@@ -16,10 +16,10 @@ namespace raftkv::storage {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::MakeEntry;
-using testing::TempDir;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using testing::MakeEntry;
+using testing::TempDir;
 
 // Fills a fresh log store in `dir` with `n` entries and closes it. With
 // `flush`, reopens it once so LevelDB moves the entries into a table file.
@@ -40,7 +40,8 @@ std::vector<fs::path> FilesEndingWith(const std::string& dir, const std::string&
   std::vector<fs::path> out;
   for (const auto& f : fs::directory_iterator(dir)) {
     const std::string n = f.path().filename().string();
-    if (n.size() >= suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+    if (n.size() >= suffix.size() &&
+        n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0 &&
         fs::file_size(f.path()) > 0) {
       out.push_back(f.path());
     }

@@ -1,4 +1,5 @@
 // storage_crash_child LOG_DIR SM_DIR SEED
+// storage_crash_child --import SM_DIR SEED
 //
 // The process the crash test kills with SIGKILL. It loops: append a batch
 // (sometimes replacing an uncommitted suffix with a higher term, as a new
@@ -9,10 +10,17 @@
 //   A                           after Save returned (the batch is durable)
 //   P applied                   after Apply returned
 // so the parent knows what was acknowledged when the kill landed.
+//
+// With --import it instead replaces the state machine in SM_DIR by snapshots
+// over and over: each one is the workload applied up to a random index N,
+// built in a scratch state machine, exported in small chunks and imported;
+// it prints "I N" before the import and "D N" once FinishImport returned.
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
+#include <string>
 
 #include "storage/log_store.h"
 #include "storage/state_machine.h"
@@ -85,12 +93,58 @@ int Run(const char* log_dir, const char* sm_dir, uint64_t seed) {
   return 0;
 }
 
+int RunImports(const std::string& sm_dir, uint64_t seed) {
+  StateMachineOptions o;
+  o.snapshot_chunk_bytes = 512;
+  auto target = StateMachine::Open(sm_dir, o);
+  if (!target.ok()) return Fail("open state machine", target.status());
+  std::mt19937_64 rng(seed);
+  const std::string scratch = sm_dir + "-scratch";
+  for (int iter = 0; iter < 100000; ++iter) {
+    std::error_code ec;
+    std::filesystem::remove_all(scratch, ec);
+    const uint64_t n = 20 + rng() % 300;
+    std::vector<std::string> chunks;
+    {
+      auto src = StateMachine::Open(scratch, o);
+      if (!src.ok()) return Fail("open scratch", src.status());
+      std::vector<raft::Entry> es;
+      for (uint64_t i = 1; i <= n; ++i) es.push_back(testing::WorkloadEntry(i, 1));
+      if (auto r = (*src)->Apply(es); !r.ok()) return Fail("fill scratch", r.status());
+      auto reader = (*src)->ExportSnapshot();
+      if (!reader.ok()) return Fail("export", reader.status());
+      while (true) {
+        auto chunk = (*reader)->Next();
+        if (!chunk.ok()) return Fail("export chunk", chunk.status());
+        if (!chunk->has_value()) break;
+        chunks.push_back(std::move(**chunk));
+      }
+    }
+    std::printf("I %" PRIu64 "\n", n);
+    std::fflush(stdout);
+    auto import = (*target)->BeginImport();
+    if (!import.ok()) return Fail("begin import", import.status());
+    for (const auto& c : chunks) {
+      if (absl::Status s = (*import)->Write(c); !s.ok()) return Fail("import chunk", s);
+    }
+    if (absl::Status s = (*target)->FinishImport(std::move(*import)); !s.ok()) {
+      return Fail("finish import", s);
+    }
+    std::printf("D %" PRIu64 "\n", n);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 }  // namespace raftkv::storage
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "--import") {
+    return raftkv::storage::RunImports(argv[2], std::strtoull(argv[3], nullptr, 10));
+  }
   if (argc != 4) {
-    std::fprintf(stderr, "usage: %s LOG_DIR SM_DIR SEED\n", argv[0]);
+    std::fprintf(stderr, "usage: %s LOG_DIR SM_DIR SEED | --import SM_DIR SEED\n", argv[0]);
     return 2;
   }
   return raftkv::storage::Run(argv[1], argv[2], std::strtoull(argv[3], nullptr, 10));

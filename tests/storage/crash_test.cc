@@ -12,16 +12,16 @@
 // The kill moment is chosen by counting the child's own progress lines (no
 // sleeps); every wait on the child is bounded by a deadline.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <cinttypes>
+#include <filesystem>
 #include <random>
 #include <sstream>
 
@@ -58,15 +58,15 @@ LogModel With(LogModel m, const Batch& b) {
 
 class Child {
  public:
-  // Starts storage_crash_child with its stdout on a pipe.
-  Child(const std::string& log_dir, const std::string& sm_dir, uint64_t seed) {
+  // Starts `storage_crash_child arg1 arg2 seed` with its stdout on a pipe.
+  Child(const std::string& arg1, const std::string& arg2, uint64_t seed) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) return;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
     const std::string seed_arg = std::to_string(seed);
-    const char* argv[] = {RAFTKV_CRASH_CHILD, log_dir.c_str(), sm_dir.c_str(), seed_arg.c_str(),
+    const char* argv[] = {RAFTKV_CRASH_CHILD, arg1.c_str(), arg2.c_str(), seed_arg.c_str(),
                           nullptr};
     if (posix_spawn(&pid_, RAFTKV_CRASH_CHILD, &fa, nullptr, const_cast<char**>(argv), environ) !=
         0) {
@@ -103,7 +103,8 @@ class Child {
         buf_.erase(0, nl + 1);
         return line;
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) {
         *timed_out = true;
         return std::nullopt;
@@ -251,9 +252,87 @@ TEST(CrashTest, SigkillAtRandomMomentsLosesNothingAcknowledged) {
     if (HasFailure()) return;
   }
   // Not assertions on timing, just a record of what the kills hit.
-  std::printf("%d kills: no batch in flight %d times; in-flight batch durable %d times, "
-              "lost %d times; log ends at %" PRIu64 "\n",
-              kKills, none_in_flight, in_flight_survived, in_flight_lost, acked.last());
+  std::printf(
+      "%d kills: no batch in flight %d times; in-flight batch durable %d times, "
+      "lost %d times; log ends at %" PRIu64 "\n",
+      kKills, none_in_flight, in_flight_survived, in_flight_lost, acked.last());
+}
+
+// A follower installing snapshots is killed mid-import, many times: after
+// each restart the state machine is entirely the previous snapshot or
+// entirely the one being imported, never a mix, and no partial database is
+// left behind.
+TEST(CrashTest, SigkillDuringSnapshotImportLeavesOldOrNewState) {
+  testing::TempDir dir;
+  const std::string sm_dir = dir.Sub("sm");
+  std::mt19937_64 rng(4242);
+  constexpr int kKills = 12;
+  uint64_t done = 0;  // applied index of the last finished import
+  int saw_new = 0;
+  for (int round = 0; round < kKills; ++round) {
+    SCOPED_TRACE(::testing::Message() << "round " << round);
+    bool has_pending = false;  // an import was announced but not finished
+    uint64_t pending = 0;
+    {
+      Child child("--import", sm_dir, rng());
+      ASSERT_TRUE(child.started());
+      const char trigger = rng() % 2 ? 'I' : 'D';
+      const int k = 1 + static_cast<int>(rng() % 6);
+      int seen = 0;
+      bool killed = false;
+      const auto deadline = Clock::now() + std::chrono::seconds(30);
+      while (true) {
+        bool timed_out;
+        std::optional<std::string> line = child.ReadLine(deadline, &timed_out);
+        ASSERT_FALSE(timed_out) << "child made no progress for 30 s";
+        if (!line) break;
+        std::istringstream in(*line);
+        char tag;
+        uint64_t n;
+        in >> tag >> n;
+        if (tag == 'I') {
+          pending = n;
+          has_pending = true;
+        }
+        if (tag == 'D') {
+          done = n;
+          has_pending = false;
+        }
+        if (tag == trigger && ++seen == k && !killed) {
+          child.Kill();
+          killed = true;
+        }
+      }
+      const int status = child.Reap();
+      ASSERT_TRUE(killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+          << "child ended on its own (status " << status << ")";
+    }
+    auto sm = StateMachine::Open(sm_dir, {});
+    ASSERT_TRUE(sm.ok()) << sm.status();
+    const uint64_t applied = (*sm)->applied_index();
+    if (applied != done) {
+      ASSERT_TRUE(has_pending && applied == pending)
+          << "applied " << applied << " is neither the last imported snapshot (" << done
+          << ") nor the one in flight";
+      done = applied;
+      ++saw_new;
+    }
+    const testing::ExpectedState want = testing::ExpectedStateAt(applied);
+    EXPECT_EQ((*sm)->revision(), want.revision);
+    auto all = (*sm)->RangePrefix("", 0);
+    ASSERT_TRUE(all.ok());
+    ASSERT_EQ(all->kvs.size(), want.kvs.size());
+    for (const auto& kv : all->kvs) {
+      ASSERT_EQ(kv.SerializeAsString(), want.kvs.at(kv.key()).SerializeAsString());
+    }
+    int dbs = 0;
+    for (const auto& f : std::filesystem::directory_iterator(sm_dir)) {
+      dbs += f.path().filename().string().rfind("db-", 0) == 0;
+    }
+    EXPECT_EQ(dbs, 1) << "leftover databases after reopen";
+  }
+  std::printf("%d kills during imports; the in-flight snapshot was already live %d times\n", kKills,
+              saw_new);
 }
 
 }  // namespace

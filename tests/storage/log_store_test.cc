@@ -16,10 +16,10 @@ namespace {
 
 using raft::ConfState;
 using raft::Entry;
+using ::testing::HasSubstr;
 using testing::MakeEntry;
 using testing::MakeHardState;
 using testing::TempDir;
-using ::testing::HasSubstr;
 
 std::unique_ptr<LogStore> OpenOrDie(const std::string& dir, LogStoreOptions options = {}) {
   auto s = LogStore::Open(dir, options);
@@ -69,9 +69,9 @@ TEST(LogStore, SaveTruncatesConflictingSuffixOnDisk) {
   TempDir d;
   {
     auto s = OpenOrDie(d.path());
-    ASSERT_TRUE(s->Save({MakeEntry(1, 1), MakeEntry(2, 1), MakeEntry(3, 1), MakeEntry(4, 1)},
-                        std::nullopt)
-                    .ok());
+    ASSERT_TRUE(
+        s->Save({MakeEntry(1, 1), MakeEntry(2, 1), MakeEntry(3, 1), MakeEntry(4, 1)}, std::nullopt)
+            .ok());
     ASSERT_TRUE(s->Save({MakeEntry(2, 2, "new")}, std::nullopt).ok());
     EXPECT_EQ(s->LastIndex(), 2u);
   }
@@ -189,7 +189,8 @@ TEST(LogStore, IdentityIsRecordedAndChecked) {
   EXPECT_TRUE(s->CheckIdentity("abc", 2).ok());
   absl::Status st = s->CheckIdentity("abc", 3);
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(st.message(), HasSubstr("data dir " + d.path() + " belongs to node 2 of cluster "
+  EXPECT_THAT(st.message(), HasSubstr("data dir " + d.path() +
+                                      " belongs to node 2 of cluster "
                                       "'abc', not node 3 of cluster 'abc'"));
   EXPECT_THAT(s->CheckIdentity("xyz", 2).message(), HasSubstr("cluster 'xyz'"));
 }

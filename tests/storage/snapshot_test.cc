@@ -12,8 +12,8 @@ namespace raftkv::storage {
 namespace {
 
 using raft::Entry;
-using testing::TempDir;
 using ::testing::HasSubstr;
+using testing::TempDir;
 
 Entry PutEntry(uint64_t index, const std::string& key, const std::string& value,
                uint64_t client = 0) {

@@ -15,8 +15,8 @@ namespace raftkv::storage {
 namespace {
 
 using raft::Entry;
-using testing::TempDir;
 using ::testing::HasSubstr;
+using testing::TempDir;
 using v1::Command;
 using v1::CommandResult;
 
@@ -161,8 +161,7 @@ TEST_F(StateMachineTest, NoopAndConfChangeEntriesOnlyAdvanceAppliedIndex) {
 }
 
 TEST_F(StateMachineTest, ReplayIsIdempotentAndGapsAreRefused) {
-  std::vector<Entry> es = {Normal(1, Put("a", "1")), Normal(2, Put("a", "2")),
-                           Normal(3, Del("b"))};
+  std::vector<Entry> es = {Normal(1, Put("a", "1")), Normal(2, Put("a", "2")), Normal(3, Del("b"))};
   ASSERT_TRUE(sm_->Apply(es).ok());
   Reopen();
   EXPECT_EQ(sm_->applied_index(), 3u);
@@ -225,7 +224,7 @@ TEST_F(StateMachineTest, SessionsExpireByLogPositionNotByBatching) {
   std::vector<Entry> es;
   es.push_back(Normal(1, Put("a", "1", 1, 1)));
   for (uint64_t i = 2; i <= 6; ++i) es.push_back(Typed(i, v1::ENTRY_NOOP));
-  es.push_back(Normal(7, Put("a", "1", 1, 1)));   // 6 entries later: expired, applied again
+  es.push_back(Normal(7, Put("a", "1", 1, 1)));  // 6 entries later: expired, applied again
   es.push_back(Normal(8, Put("b", "1", 2, 1)));
   for (uint64_t i = 9; i <= 12; ++i) es.push_back(Typed(i, v1::ENTRY_NOOP));
   es.push_back(Normal(13, Put("b", "1", 2, 1)));  // 5 entries later: still live
@@ -265,7 +264,7 @@ TEST(StateMachineDeterminism, ResultsDoNotDependOnBatchingOrRestarts) {
     const uint64_t client = 1 + rng() % 6;
     uint64_t seq = next_seq[client];
     if (seq == 0 || rng() % 3 != 0) seq = ++next_seq[client];  // else retry the last one
-    if (rng() % 10 == 0 && seq > 1) seq -= 1;                      // a stale retry
+    if (rng() % 10 == 0 && seq > 1) seq -= 1;                  // a stale retry
     if (rng() % 9 == 0) {
       es.push_back(Typed(i, v1::ENTRY_NOOP));
     } else if (rng() % 4 == 0) {

@@ -19,7 +19,8 @@ class TempDir {
  public:
   TempDir() {
     const char* base = getenv("TMPDIR");
-    std::string tmpl = std::string(base != nullptr && *base ? base : "/tmp") + "/raftkv-storage-XXXXXX";
+    std::string tmpl =
+        std::string(base != nullptr && *base ? base : "/tmp") + "/raftkv-storage-XXXXXX";
     char* p = mkdtemp(tmpl.data());
     path_ = p != nullptr ? p : "";
   }

@@ -1,0 +1,161 @@
+#include "service/applier.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace raftkv::service {
+
+Applier::Applier(StateMachineBackend* state_machine) : state_machine_(state_machine) {
+  applied_.store(state_machine_->applied_index());
+}
+
+Applier::~Applier() { Stop(); }
+
+void Applier::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Applier::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  absl::Status down = absl::UnavailableError("node is shutting down");
+  std::vector<Item> rest;
+  {
+    absl::MutexLock lock(&mu_);
+    rest.swap(queue_);
+  }
+  for (Item& item : rest) {
+    if (auto* r = std::get_if<Register>(&item)) r->waiter->Failed(down);
+    if (auto* r = std::get_if<Reads>(&item)) {
+      for (auto& w : r->waiters) w->Failed(down);
+    }
+  }
+  for (auto& [index, p] : pending_writes_) p.waiter->Failed(down);
+  pending_writes_.clear();
+  for (auto& [index, p] : pending_reads_) p.waiter->Failed(down);
+  pending_reads_.clear();
+}
+
+void Applier::Push(Item item) {
+  absl::MutexLock lock(&mu_);
+  if (stop_) {
+    absl::Status down = absl::UnavailableError("node is shutting down");
+    if (auto* r = std::get_if<Register>(&item)) r->waiter->Failed(down);
+    if (auto* r = std::get_if<Reads>(&item)) {
+      for (auto& w : r->waiters) w->Failed(down);
+    }
+    return;
+  }
+  queue_.push_back(std::move(item));
+}
+
+void Applier::RegisterWrite(uint64_t index, uint64_t term, std::shared_ptr<WriteWaiter> waiter) {
+  Push(Register{index, term, std::move(waiter)});
+}
+
+void Applier::Committed(std::vector<raft::Entry> entries) { Push(Commit{std::move(entries)}); }
+
+void Applier::AddReads(uint64_t index, uint64_t term,
+                       std::vector<std::shared_ptr<ReadWaiter>> waiters) {
+  Push(Reads{index, term, std::move(waiters)});
+}
+
+void Applier::LeadershipLost() { Push(Lost{}); }
+
+void Applier::Run() {
+  std::vector<Item> items;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Applier* a)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu_) { return a->stop_ || !a->queue_.empty(); },
+          this));
+      if (stop_) return;
+      items.swap(queue_);
+    }
+    // Consecutive committed batches are applied with one call: one state
+    // machine write per wake-up rather than per Ready.
+    std::vector<raft::Entry> run;
+    auto flush = [&] {
+      if (!run.empty()) ApplyEntries(run);
+      run.clear();
+    };
+    for (Item& item : items) {
+      if (auto* c = std::get_if<Commit>(&item)) {
+        for (raft::Entry& e : c->entries) run.push_back(std::move(e));
+        continue;
+      }
+      flush();
+      if (auto* r = std::get_if<Register>(&item)) {
+        pending_writes_[r->index] = PendingWrite{r->term, std::move(r->waiter)};
+      } else if (auto* r = std::get_if<Reads>(&item)) {
+        for (auto& w : r->waiters) {
+          if (!w->NeedsApply()) {
+            w->Serve(r->index, r->term, nullptr);
+          } else {
+            pending_reads_.emplace(r->index, PendingRead{r->term, std::move(w)});
+          }
+        }
+      } else if (std::holds_alternative<Lost>(item)) {
+        for (auto& [index, p] : pending_writes_) {
+          p.waiter->Failed(absl::UnavailableError(
+              "leadership was lost before the write committed; it may or may not be applied "
+              "(retry with the same client_id and sequence)"));
+        }
+        pending_writes_.clear();
+      }
+    }
+    flush();
+    items.clear();
+    ServeReads();
+  }
+}
+
+void Applier::ApplyEntries(const std::vector<raft::Entry>& entries) {
+  absl::StatusOr<std::vector<v1::CommandResult>> results = state_machine_->Apply(entries);
+  if (!results.ok() || results->size() != entries.size()) {
+    // The state machine could not apply committed entries: continuing would
+    // diverge from the other replicas.
+    spdlog::critical("applying entries [{}, {}] failed: {}", entries.front().index(),
+                     entries.back().index(),
+                     results.ok() ? "wrong number of results" : results.status().ToString());
+    std::abort();
+  }
+  applied_.store(entries.back().index(), std::memory_order_release);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const raft::Entry& e = entries[i];
+    // Writes registered below this index whose entries never showed up were
+    // overwritten by another leader's log.
+    while (!pending_writes_.empty() && pending_writes_.begin()->first < e.index()) {
+      pending_writes_.begin()->second.waiter->Failed(absl::UnavailableError(
+          "the write was superseded by another leader's log and was not applied; retry"));
+      pending_writes_.erase(pending_writes_.begin());
+    }
+    auto it = pending_writes_.find(e.index());
+    if (it == pending_writes_.end()) continue;
+    if (it->second.term == e.term()) {
+      it->second.waiter->Applied((*results)[i], e.term());
+    } else {
+      it->second.waiter->Failed(absl::UnavailableError(
+          "the write was superseded by another leader's log and was not applied; retry"));
+    }
+    pending_writes_.erase(it);
+  }
+}
+
+void Applier::ServeReads() {
+  uint64_t applied = applied_.load(std::memory_order_relaxed);
+  while (!pending_reads_.empty() && pending_reads_.begin()->first <= applied) {
+    auto node = pending_reads_.extract(pending_reads_.begin());
+    node.mapped().waiter->Serve(node.key(), node.mapped().term, state_machine_);
+  }
+}
+
+}  // namespace raftkv::service

@@ -1,0 +1,44 @@
+// NodeConfig: everything raftd needs to know at start-up, parsed and checked
+// once in main() from flags (each with an environment-variable equivalent) and
+// then passed by const reference. Immutable after start-up; any thread may read.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace raftkv::service {
+
+struct PeerAddress {
+  std::string peer_addr;    // host:port other nodes reach for Raft traffic
+  std::string client_addr;  // host:port clients (and forwarding nodes) reach
+};
+
+struct NodeConfig {
+  uint64_t id = 0;
+  uint64_t cluster_id = 0;
+  std::string client_listen;  // host:port to bind for clients
+  std::string peer_listen;    // host:port to bind for peers
+  std::string http_listen;    // host:port for /metrics (later issue), may be empty
+  std::string data_dir;
+  std::map<uint64_t, PeerAddress> members;  // from --initial_cluster, self included
+  int heartbeat_ms = 100;
+  int election_ms = 1000;
+  uint64_t max_value_bytes = 1 << 20;
+  uint64_t max_key_bytes = 4096;
+  int max_pending_requests = 10000;
+
+  std::vector<uint64_t> voter_ids() const;
+  const PeerAddress& self() const { return members.at(id); }
+};
+
+// Parses "1=127.0.0.1:7101/127.0.0.1:7001,2=..." (id=peer_addr/client_addr).
+absl::StatusOr<std::map<uint64_t, PeerAddress>> ParseInitialCluster(const std::string& spec);
+
+// Checks the fields against each other (id listed in members, timeouts sane).
+absl::Status ValidateConfig(const NodeConfig& config);
+
+}  // namespace raftkv::service

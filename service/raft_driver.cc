@@ -1,0 +1,219 @@
+#include "service/raft_driver.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "spdlog/spdlog.h"
+
+namespace raftkv::service {
+
+absl::StatusOr<std::unique_ptr<RaftDriver>> RaftDriver::Create(const DriverOptions& options,
+                                                               LogBackend* log, Applier* applier,
+                                                               Transport* transport) {
+  raft::Config config;
+  config.id = options.id;
+  config.election_ticks = options.election_ticks;
+  config.heartbeat_ticks = 1;
+  config.applied = applier->applied_index();
+  config.random_seed =
+      options.id * 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  absl::StatusOr<std::unique_ptr<raft::Node>> node = raft::Node::Create(config, log->view());
+  if (!node.ok()) return node.status();
+  return std::unique_ptr<RaftDriver>(
+      new RaftDriver(options, std::move(*node), log, applier, transport));
+}
+
+RaftDriver::RaftDriver(const DriverOptions& options, std::unique_ptr<raft::Node> node,
+                       LogBackend* log, Applier* applier, Transport* transport)
+    : options_(options),
+      log_(log),
+      applier_(applier),
+      transport_(transport),
+      node_(std::move(node)) {
+  Publish();
+}
+
+RaftDriver::~RaftDriver() { Stop(); }
+
+void RaftDriver::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void RaftDriver::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  std::vector<Event> rest;
+  {
+    absl::MutexLock lock(&mu_);
+    rest.swap(inbox_);
+  }
+  absl::Status down = absl::UnavailableError("node is shutting down");
+  for (Event& e : rest) FailEvent(e, down);
+  for (auto& [ctx, waiters] : reads_) {
+    for (auto& w : waiters) w->Failed(down);
+  }
+  reads_.clear();
+}
+
+void RaftDriver::FailEvent(Event& event, const absl::Status& status) {
+  if (auto* p = std::get_if<ProposeEvent>(&event)) p->waiter->Failed(status);
+  if (auto* r = std::get_if<ReadEvent>(&event)) r->waiter->Failed(status);
+}
+
+void RaftDriver::Push(Event event) {
+  absl::MutexLock lock(&mu_);
+  if (stop_) {
+    FailEvent(event, absl::UnavailableError("node is shutting down"));
+    return;
+  }
+  inbox_.push_back(std::move(event));
+}
+
+void RaftDriver::DeliverPeerMessages(std::vector<raft::Message> messages) {
+  Push(std::move(messages));
+}
+
+void RaftDriver::Propose(std::string data, std::shared_ptr<WriteWaiter> waiter) {
+  Push(ProposeEvent{std::move(data), std::move(waiter)});
+}
+
+void RaftDriver::Read(std::shared_ptr<ReadWaiter> waiter) { Push(ReadEvent{std::move(waiter)}); }
+
+void RaftDriver::QueryStatus(std::function<void(const raft::NodeStatus&)> done) {
+  Push(StatusEvent{std::move(done)});
+}
+
+void RaftDriver::Run() {
+  const absl::Duration tick = absl::Milliseconds(options_.tick_ms);
+  absl::Time next_tick = absl::Now() + tick;
+  std::vector<Event> events;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithDeadline(absl::Condition(
+                                +[](RaftDriver* d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(d->mu_) {
+                                  return d->stop_ || !d->inbox_.empty();
+                                },
+                                this),
+                            next_tick);
+      if (stop_) return;
+      events.swap(inbox_);
+    }
+    absl::Time now = absl::Now();
+    if (now >= next_tick) {
+      node_->Tick();
+      next_tick += tick;
+      // After a stall (a paused process, an overloaded machine) do not fire a
+      // burst of ticks: that would time out elections nobody missed.
+      if (next_tick <= now) next_tick = now + tick;
+    }
+    HandleEvents(events);
+    events.clear();
+    HandleReadies();
+    Publish();
+  }
+}
+
+void RaftDriver::HandleEvents(std::vector<Event>& events) {
+  std::vector<std::shared_ptr<ReadWaiter>> reads;
+  for (Event& event : events) {
+    if (auto* msgs = std::get_if<std::vector<raft::Message>>(&event)) {
+      for (const raft::Message& m : *msgs) {
+        if (absl::Status s = node_->Step(m); !s.ok()) {
+          spdlog::warn("dropped a malformed message from node {}: {}", m.from(), s.ToString());
+        }
+      }
+    } else if (auto* p = std::get_if<ProposeEvent>(&event)) {
+      raft::ProposeResult r = node_->Propose(std::move(p->data));
+      switch (r.outcome) {
+        case raft::ProposeOutcome::kAccepted:
+          applier_->RegisterWrite(r.index, r.term, std::move(p->waiter));
+          break;
+        case raft::ProposeOutcome::kNotLeader:
+          p->waiter->Failed(absl::UnavailableError("this node is not the leader"));
+          break;
+        case raft::ProposeOutcome::kTransferring:
+          p->waiter->Failed(absl::UnavailableError("leadership transfer in progress; retry"));
+          break;
+      }
+    } else if (auto* r = std::get_if<ReadEvent>(&event)) {
+      reads.push_back(std::move(r->waiter));
+    } else if (auto* s = std::get_if<StatusEvent>(&event)) {
+      s->done(node_->Status());
+    }
+  }
+  if (!reads.empty()) {
+    std::string ctx = absl::StrCat(++next_read_id_);
+    if (node_->ReadIndex(ctx) == raft::ProposeOutcome::kAccepted) {
+      reads_[ctx] = std::move(reads);
+    } else {
+      for (auto& w : reads) w->Failed(absl::UnavailableError("this node is not the leader"));
+    }
+  }
+}
+
+void RaftDriver::HandleReadies() {
+  while (node_->HasReady()) {
+    raft::Ready rd = node_->GetReady();
+    if (!rd.messages_send_now.empty()) transport_->Send(std::move(rd.messages_send_now));
+    if (rd.MustPersist()) {
+      if (absl::Status s = log_->Save(rd.entries, rd.hard_state); !s.ok()) {
+        // Acknowledging anything now could lose acknowledged writes.
+        spdlog::critical("persisting the Raft log failed: {}", s.ToString());
+        std::abort();
+      }
+    }
+    if (!rd.messages_after_persist.empty()) transport_->Send(std::move(rd.messages_after_persist));
+    if (!rd.committed_entries.empty()) applier_->Committed(std::move(rd.committed_entries));
+    const uint64_t term = node_->Status().term;
+    for (raft::ReadState& rs : rd.read_states) {
+      auto it = reads_.find(rs.context);
+      if (it == reads_.end()) continue;
+      applier_->AddReads(rs.index, term, std::move(it->second));
+      reads_.erase(it);
+    }
+    for (const std::string& ctx : rd.dropped_reads) {
+      auto it = reads_.find(ctx);
+      if (it == reads_.end()) continue;
+      for (auto& w : it->second) {
+        w->Failed(absl::UnavailableError("leadership changed before the read could be served"));
+      }
+      reads_.erase(it);
+    }
+    node_->Advance();
+  }
+}
+
+void RaftDriver::Publish() {
+  raft::NodeStatus st = node_->Status();
+  const bool leader = st.role == raft::Role::kLeader;
+  if (was_leader_ && !leader) {
+    applier_->LeadershipLost();
+    for (auto& [ctx, waiters] : reads_) {
+      for (auto& w : waiters) {
+        w->Failed(absl::UnavailableError("leadership changed before the read could be served"));
+      }
+    }
+    reads_.clear();
+    spdlog::info("node {} is no longer leader (term {})", options_.id, st.term);
+  } else if (!was_leader_ && leader) {
+    spdlog::info("node {} became leader in term {}", options_.id, st.term);
+  }
+  if (st.role != last_role_ || st.term != term_.load(std::memory_order_relaxed) ||
+      st.leader != leader_.load(std::memory_order_relaxed)) {
+    spdlog::info("{} in term {}, leader {}", raft::RoleName(st.role), st.term, st.leader);
+    last_role_ = st.role;
+  }
+  was_leader_ = leader;
+  is_leader_.store(leader, std::memory_order_release);
+  leader_.store(st.leader, std::memory_order_release);
+  term_.store(st.term, std::memory_order_release);
+  commit_.store(st.commit, std::memory_order_release);
+}
+
+}  // namespace raftkv::service

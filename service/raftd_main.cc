@@ -1,0 +1,250 @@
+// raftd: one raftkv server node. See ../shared/DESIGN.md ("service/") and
+// `raftd --help`. Every flag can also be set through the environment variable
+// named in its help text; a flag given on the command line wins.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "service/applier.h"
+#include "service/backend.h"
+#include "service/config.h"
+#include "service/kv_service.h"
+#include "service/raft_driver.h"
+#include "service/transport.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(uint64_t, id, 0, "This node's id, a member of --initial_cluster. Env: RAFTKV_NODE_ID.");
+ABSL_FLAG(uint64_t, cluster_id, 1,
+          "Cluster id; a data directory or peer of another cluster is refused. "
+          "Env: RAFTKV_CLUSTER_ID.");
+ABSL_FLAG(std::string, initial_cluster, "",
+          "Members: ID=PEER_HOST:PORT/CLIENT_HOST:PORT,... e.g. "
+          "1=127.0.0.1:7101/127.0.0.1:7001,2=127.0.0.1:7102/127.0.0.1:7002. "
+          "Env: RAFTKV_INITIAL_CLUSTER.");
+ABSL_FLAG(std::string, client_addr, "",
+          "Listen address for clients (KV, Cluster, health, reflection); default: this "
+          "node's client address in --initial_cluster. Env: RAFTKV_CLIENT_ADDR.");
+ABSL_FLAG(std::string, peer_addr, "",
+          "Listen address for Raft peers; default: this node's peer address in "
+          "--initial_cluster. Env: RAFTKV_PEER_ADDR.");
+ABSL_FLAG(std::string, http_addr, "",
+          "Listen address for HTTP /metrics (reserved; not served yet). Env: RAFTKV_HTTP_ADDR.");
+ABSL_FLAG(std::string, advertise_client_addr, "",
+          "Client address other nodes and clients are told (leader hints); default: "
+          "--initial_cluster's. Env: RAFTKV_ADVERTISE_CLIENT_ADDR.");
+ABSL_FLAG(std::string, advertise_peer_addr, "",
+          "Peer address this node announces; default: --initial_cluster's. "
+          "Env: RAFTKV_ADVERTISE_PEER_ADDR.");
+ABSL_FLAG(std::string, data_dir, "",
+          "Directory for the Raft log and the key-value data (created if missing). "
+          "Env: RAFTKV_DATA_DIR.");
+ABSL_FLAG(int, heartbeat_ms, 100,
+          "Heartbeat interval (one Raft tick), milliseconds. Env: RAFTKV_HEARTBEAT_MS.");
+ABSL_FLAG(int, election_ms, 1000,
+          "Election timeout, milliseconds (randomized in [t, 2t)). Env: RAFTKV_ELECTION_MS.");
+ABSL_FLAG(uint64_t, max_value_bytes, 1 << 20,
+          "Largest value accepted, bytes. Env: RAFTKV_MAX_VALUE_BYTES.");
+ABSL_FLAG(int, max_pending_requests, 10000,
+          "Client calls in progress beyond which new writes get RESOURCE_EXHAUSTED. "
+          "Env: RAFTKV_MAX_PENDING_REQUESTS.");
+ABSL_FLAG(std::string, log_level, "info",
+          "Log level: trace, debug, info, warn, error. Env: RAFTKV_LOG_LEVEL.");
+
+namespace raftkv::service {
+namespace {
+
+// Flag name -> environment variable.
+constexpr std::pair<const char*, const char*> kEnv[] = {
+    {"id", "RAFTKV_NODE_ID"},
+    {"cluster_id", "RAFTKV_CLUSTER_ID"},
+    {"initial_cluster", "RAFTKV_INITIAL_CLUSTER"},
+    {"client_addr", "RAFTKV_CLIENT_ADDR"},
+    {"peer_addr", "RAFTKV_PEER_ADDR"},
+    {"http_addr", "RAFTKV_HTTP_ADDR"},
+    {"advertise_client_addr", "RAFTKV_ADVERTISE_CLIENT_ADDR"},
+    {"advertise_peer_addr", "RAFTKV_ADVERTISE_PEER_ADDR"},
+    {"data_dir", "RAFTKV_DATA_DIR"},
+    {"heartbeat_ms", "RAFTKV_HEARTBEAT_MS"},
+    {"election_ms", "RAFTKV_ELECTION_MS"},
+    {"max_value_bytes", "RAFTKV_MAX_VALUE_BYTES"},
+    {"max_pending_requests", "RAFTKV_MAX_PENDING_REQUESTS"},
+    {"log_level", "RAFTKV_LOG_LEVEL"},
+};
+
+// Applied before the command line is parsed, so the command line wins.
+absl::Status ApplyEnvironment() {
+  for (const auto& [flag, env] : kEnv) {
+    const char* value = std::getenv(env);
+    if (value == nullptr) continue;
+    absl::CommandLineFlag* f = absl::FindCommandLineFlag(flag);
+    std::string error;
+    if (f == nullptr || !f->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat(env, "=", value, ": ", error));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<NodeConfig> ConfigFromFlags() {
+  NodeConfig c;
+  c.id = absl::GetFlag(FLAGS_id);
+  c.cluster_id = absl::GetFlag(FLAGS_cluster_id);
+  absl::StatusOr<std::map<uint64_t, PeerAddress>> members =
+      ParseInitialCluster(absl::GetFlag(FLAGS_initial_cluster));
+  if (!members.ok()) return members.status();
+  c.members = *std::move(members);
+  c.data_dir = absl::GetFlag(FLAGS_data_dir);
+  c.heartbeat_ms = absl::GetFlag(FLAGS_heartbeat_ms);
+  c.election_ms = absl::GetFlag(FLAGS_election_ms);
+  c.max_value_bytes = absl::GetFlag(FLAGS_max_value_bytes);
+  c.max_pending_requests = absl::GetFlag(FLAGS_max_pending_requests);
+  if (absl::Status s = ValidateConfig(c); !s.ok()) return s;
+  PeerAddress& self = c.members[c.id];
+  c.client_listen = absl::GetFlag(FLAGS_client_addr);
+  if (c.client_listen.empty()) c.client_listen = self.client_addr;
+  c.peer_listen = absl::GetFlag(FLAGS_peer_addr);
+  if (c.peer_listen.empty()) c.peer_listen = self.peer_addr;
+  c.http_listen = absl::GetFlag(FLAGS_http_addr);
+  if (std::string a = absl::GetFlag(FLAGS_advertise_client_addr); !a.empty()) self.client_addr = a;
+  if (std::string a = absl::GetFlag(FLAGS_advertise_peer_addr); !a.empty()) self.peer_addr = a;
+  return c;
+}
+
+int Fail(const std::string& what, const absl::Status& s) {
+  std::fprintf(stderr, "raftd: %s: %s\n", what.c_str(), std::string(s.message()).c_str());
+  return 1;
+}
+
+int Run(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "raftd: a raftkv server node.\n\n"
+      "  raftd --id=1 --initial_cluster=1=127.0.0.1:7101/127.0.0.1:7001,... --data_dir=DIR\n\n"
+      "Every flag may also come from the RAFTKV_* environment variable named in its help.");
+  if (absl::Status s = ApplyEnvironment(); !s.ok()) return Fail("environment", s);
+  absl::ParseCommandLine(argc, argv);
+  absl::StatusOr<NodeConfig> config_or = ConfigFromFlags();
+  if (!config_or.ok()) return Fail("configuration", config_or.status());
+  const NodeConfig config = *std::move(config_or);
+  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+  spdlog::flush_on(spdlog::level::info);
+  spdlog::set_pattern(absl::StrCat("%Y-%m-%dT%H:%M:%S.%e [%l] node ", config.id, ": %v"));
+
+  // Signals are taken synchronously by this thread (sigwait below); every
+  // thread started from here on inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  absl::StatusOr<Backends> backends =
+      OpenBackends(config.data_dir, config.cluster_id, config.id, config.voter_ids());
+  if (!backends.ok()) return Fail("data directory " + config.data_dir, backends.status());
+
+  std::map<uint64_t, std::string> peer_addrs;
+  for (const auto& [id, a] : config.members) peer_addrs[id] = a.peer_addr;
+  Transport transport(config.id, config.cluster_id, peer_addrs);
+  Applier applier(backends->state_machine.get());
+  DriverOptions dopts;
+  dopts.id = config.id;
+  dopts.tick_ms = config.heartbeat_ms;
+  dopts.election_ticks = std::max(2, config.election_ms / config.heartbeat_ms);
+  absl::StatusOr<std::unique_ptr<RaftDriver>> driver =
+      RaftDriver::Create(dopts, backends->log.get(), &applier, &transport);
+  if (!driver.ok()) return Fail("starting the Raft core", driver.status());
+
+  PeerClients peers(config);
+  ReadIndexForwarder forwarder(config, driver->get(), &applier, &peers);
+  KvService kv(config, driver->get(), &applier, &peers, &forwarder);
+  ClusterService cluster(config, driver->get(), &applier);
+  RaftPeerService raft_service(config.id, config.cluster_id,
+                               [d = driver->get()](std::vector<raft::Message> msgs) {
+                                 d->DeliverPeerMessages(std::move(msgs));
+                               });
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  // Peer server first: its port belongs to no client.
+  grpc::ServerBuilder peer_builder;
+  int peer_port = 0;
+  peer_builder.AddListeningPort(config.peer_listen, grpc::InsecureServerCredentials(), &peer_port);
+  peer_builder.RegisterService(&raft_service);
+  peer_builder.SetMaxReceiveMessageSize(64 << 20);
+  peer_builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  peer_builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  peer_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  std::unique_ptr<grpc::Server> peer_server = peer_builder.BuildAndStart();
+  if (!peer_server || peer_port == 0) {
+    return Fail("listening for peers", absl::UnavailableError("cannot bind " + config.peer_listen));
+  }
+
+  grpc::ServerBuilder client_builder;
+  int client_port = 0;
+  client_builder.AddListeningPort(config.client_listen, grpc::InsecureServerCredentials(),
+                                  &client_port);
+  client_builder.RegisterService(&kv);
+  client_builder.RegisterService(&cluster);
+  // Minimal stack (see PERF-NOTES.md): sizes are checked by the handlers;
+  // deadline checks are switched back on explicitly.
+  client_builder.AddChannelArgument(GRPC_ARG_MINIMAL_STACK, 1);
+  client_builder.AddChannelArgument(GRPC_ARG_ENABLE_DEADLINE_CHECKS, 1);
+  // Other nodes forward to this port over channels with keepalive pings.
+  client_builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  client_builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  client_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  client_builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_value_bytes) + (64 << 10));
+  std::unique_ptr<grpc::Server> client_server = client_builder.BuildAndStart();
+  if (!client_server || client_port == 0) {
+    peer_server->Shutdown();
+    return Fail("listening for clients",
+                absl::UnavailableError("cannot bind " + config.client_listen));
+  }
+
+  applier.Start();
+  transport.Start();
+  (*driver)->Start();
+  client_server->GetHealthCheckService()->SetServingStatus(true);
+  spdlog::info("raftd node {} of cluster {}: clients on {}, peers on {}, data in {}", config.id,
+               config.cluster_id, config.client_listen, config.peer_listen, config.data_dir);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("signal {}: shutting down", sig);
+
+  // Clients first, while Raft still runs, so calls in progress can finish.
+  client_server->GetHealthCheckService()->SetServingStatus(false);
+  client_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  if (!forwarder.WaitIdle(absl::Seconds(5))) {
+    spdlog::warn("a forwarded read-index call is still in flight at shutdown");
+  }
+  transport.Stop();
+  (*driver)->Stop();
+  applier.Stop();
+  if (absl::Status s = backends->state_machine->Sync(); !s.ok()) {
+    spdlog::error("syncing the state machine failed: {}", s.ToString());
+  }
+  client_server->Wait();
+  peer_server->Wait();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace raftkv::service
+
+int main(int argc, char** argv) { return raftkv::service::Run(argc, argv); }

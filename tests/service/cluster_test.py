@@ -1,0 +1,583 @@
+#!/usr/bin/python3
+"""Multi-process tests of raftd: real processes on loopback, driven from Python.
+
+Each test starts its own three-node cluster on free loopback ports in a fresh
+temporary directory, talks to it with Python gRPC stubs generated at test time
+from proto/ (protoc + grpc_python_plugin: a client in a language other than
+C++ that uses nothing but the .proto files), waits on conditions with
+deadlines (never fixed sleeps), bounds every loop that sends traffic, and stops
+every process it started by PID.
+
+Run one test:  cluster_test.py ClusterTest.test_kill_leader_under_writes
+Environment:   RAFTKV_RAFTD, RAFTKV_RAFTCTL (binaries), RAFTKV_PROTO_DIR (proto/).
+"""
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+RAFTD = os.environ.get("RAFTKV_RAFTD", os.path.join(ROOT, "build/service/raftd"))
+RAFTCTL = os.environ.get("RAFTKV_RAFTCTL", os.path.join(ROOT, "build/service/raftctl"))
+PROTO_DIR = os.environ.get("RAFTKV_PROTO_DIR", os.path.join(ROOT, "proto"))
+
+import grpc  # noqa: E402  (Debian's python3-grpcio)
+
+_STUB_DIR = tempfile.mkdtemp(prefix="raftkv-pystubs-")
+
+
+def _generate_stubs():
+    files = ["raftkv/v1/kv.proto", "raftkv/v1/cluster.proto", "raftkv/v1/state_machine.proto"]
+    subprocess.run(
+        ["protoc", "-I" + PROTO_DIR, "--python_out=" + _STUB_DIR, "--grpc_python_out=" + _STUB_DIR,
+         "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin"] + files,
+        check=True)
+    sys.path.insert(0, _STUB_DIR)
+
+
+_generate_stubs()
+from raftkv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2, kv_pb2_grpc  # noqa: E402
+
+HEARTBEAT_MS = 50
+ELECTION_MS = 500
+RPC_TIMEOUT = 3.0
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_for(cond, timeout, what, interval=0.05):
+    """Polls cond() until it returns a truthy value or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            v = cond()
+            if v:
+                return v
+        except grpc.RpcError as e:
+            last_error = e
+        time.sleep(interval)
+    if callable(what):
+        what = what()
+    raise AssertionError("timed out after %.1fs waiting for %s (last error: %s)"
+                         % (timeout, what, last_error))
+
+
+class Cluster:
+    def __init__(self, n=3):
+        self.dir = tempfile.mkdtemp(prefix="raftkv-cluster-")
+        ports = free_ports(2 * n)
+        self.ids = list(range(1, n + 1))
+        self.peer = {i: "127.0.0.1:%d" % ports[2 * (i - 1)] for i in self.ids}
+        self.client = {i: "127.0.0.1:%d" % ports[2 * (i - 1) + 1] for i in self.ids}
+        self.spec = ",".join("%d=%s/%s" % (i, self.peer[i], self.client[i]) for i in self.ids)
+        self.procs = {}
+        self.channels = {}
+        self.channels = {i: self._channel(i) for i in self.ids}
+
+    # Fast reconnects: a restarted node must not wait out a long client backoff.
+    _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100),
+                        ("grpc.min_reconnect_backoff_ms", 100),
+                        ("grpc.max_reconnect_backoff_ms", 500),
+                        ("grpc.enable_retries", 0)]
+
+    def _channel(self, i):
+        return grpc.insecure_channel(self.client[i], options=self._CHANNEL_OPTIONS)
+
+    def data_dir(self, i):
+        return os.path.join(self.dir, "node%d" % i)
+
+    def start(self, i, extra=(), data_dir=None):
+        log = open(os.path.join(self.dir, "node%d.log" % i), "ab")
+        args = [RAFTD, "--id=%d" % i, "--cluster_id=7", "--initial_cluster=" + self.spec,
+                "--data_dir=" + (data_dir or self.data_dir(i)),
+                "--heartbeat_ms=%d" % HEARTBEAT_MS, "--election_ms=%d" % ELECTION_MS,
+                "--log_level=info"] + list(extra)
+        self.procs[i] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        if i in self.channels:
+            self.channels[i].close()
+        self.channels[i] = self._channel(i)
+
+    def start_all(self):
+        for i in self.ids:
+            self.start(i)
+
+    def signal(self, i, sig):
+        os.kill(self.procs[i].pid, sig)
+
+    def kill9(self, i):
+        self.procs[i].kill()
+        self.procs[i].wait(timeout=10)
+
+    def stop(self, i):
+        """SIGTERM; asserts a clean exit (status 0) within 15 s."""
+        p = self.procs[i]
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.terminate()
+            try:
+                code = p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+                raise AssertionError("node %d did not stop within 15 s of SIGTERM" % i)
+            if code != 0:
+                raise AssertionError("node %d exited with %d after SIGTERM" % (i, code))
+
+    def close(self, keep_dir=False):
+        for i, p in self.procs.items():
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait(timeout=10)
+        for c in self.channels.values():
+            c.close()
+        if not keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self, i):
+        with open(os.path.join(self.dir, "node%d.log" % i), "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def kv(self, i):
+        return kv_pb2_grpc.KVStub(self.channels[i])
+
+    def admin(self, i):
+        return cluster_pb2_grpc.ClusterStub(self.channels[i])
+
+    def status(self, i, timeout=1.0):
+        return self.admin(i).Status(cluster_pb2.StatusRequest(), timeout=timeout)
+
+    def leader(self, among=None):
+        """The id of a node that says it leads, if every live node agrees."""
+        among = among or [i for i in self.ids if self.procs.get(i) and self.procs[i].poll() is None]
+        st = {}
+        for i in among:
+            try:
+                st[i] = self.status(i)
+            except grpc.RpcError:
+                return None
+        leaders = [i for i, s in st.items() if s.role == "leader"]
+        if len(leaders) != 1:
+            return None
+        lid = leaders[0]
+        if all(s.leader_id == lid and s.term == st[lid].term for s in st.values()):
+            return lid
+        return None
+
+    def wait_leader(self, among=None, timeout=15):
+        return wait_for(lambda: self.leader(among), timeout, "a leader all nodes agree on")
+
+    def put(self, i, key, value, timeout=RPC_TIMEOUT, **kw):
+        return self.kv(i).Put(kv_pb2.PutRequest(key=key, value=value, **kw), timeout=timeout)
+
+    def get(self, i, key, serializable=False, timeout=RPC_TIMEOUT):
+        return self.kv(i).Get(kv_pb2.GetRequest(key=key, serializable=serializable),
+                              timeout=timeout)
+
+
+class ClusterTest(unittest.TestCase):
+    def setUp(self):
+        self.c = Cluster()
+
+    def tearDown(self):
+        result = getattr(self._outcome, "result", None)
+        failed = result is None or any(
+            t is self for t, _ in list(result.failures) + list(result.errors))
+        if failed:
+            for i in self.c.ids:
+                try:
+                    sys.stderr.write("node %d status: %s\n" % (i, self.c.status(i)))
+                except grpc.RpcError as e:
+                    sys.stderr.write("node %d status: %s\n" % (i, e.code()))
+                sys.stderr.write("---- node %d log (tail) ----\n%s\n" % (i, self.c.log(i)[-3000:]))
+        self.c.close()
+
+    def test_election_and_writes_on_any_node(self):
+        """Three nodes elect one leader; a write on any node is readable on every node."""
+        self.c.start_all()
+        leader = self.c.wait_leader()
+        roles = sorted(self.c.status(i).role for i in self.c.ids)
+        self.assertEqual(roles, ["follower", "follower", "leader"])
+        for i in self.c.ids:
+            for k in range(3):
+                r = self.c.put(i, b"key-%d-%d" % (i, k), b"value-%d-%d" % (i, k))
+                self.assertGreater(r.header.revision, 0)
+        for reader in self.c.ids:
+            for i in self.c.ids:
+                for k in range(3):
+                    g = self.c.get(reader, b"key-%d-%d" % (i, k))  # linearizable
+                    self.assertTrue(g.found)
+                    self.assertEqual(g.kv.value, b"value-%d-%d" % (i, k))
+                    self.assertEqual(g.header.node_id, reader)
+        # Serializable reads are local; followers catch up without any further write.
+        for reader in self.c.ids:
+            wait_for(lambda: self.c.get(reader, b"key-3-2", serializable=True).found, 5,
+                     "node %d to apply the last write" % reader)
+        rng = self.c.kv(leader).Range(kv_pb2.RangeRequest(key=b"key-", prefix=True), timeout=3)
+        self.assertEqual(len(rng.kvs), 9)
+        rng = self.c.kv(leader).Range(kv_pb2.RangeRequest(key=b"key-", prefix=True, limit=4),
+                                      timeout=3)
+        self.assertEqual(len(rng.kvs), 4)
+        self.assertTrue(rng.more)
+        # Delete and compare-and-swap, through a follower.
+        follower = next(i for i in self.c.ids if i != leader)
+        kv = self.c.kv(follower)
+        self.assertTrue(kv.Delete(kv_pb2.DeleteRequest(key=b"key-1-0"), timeout=3).deleted)
+        self.assertFalse(kv.Delete(kv_pb2.DeleteRequest(key=b"key-1-0"), timeout=3).deleted)
+        self.assertFalse(self.c.get(leader, b"key-1-0").found)
+        kv.CompareAndSwap(kv_pb2.CompareAndSwapRequest(key=b"cas", expect_absent=True,
+                                                       new_value=b"a"), timeout=3)
+        with self.assertRaises(grpc.RpcError) as cm:
+            kv.CompareAndSwap(kv_pb2.CompareAndSwapRequest(key=b"cas", expected_value=b"x",
+                                                           new_value=b"b"), timeout=3)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        kv.CompareAndSwap(kv_pb2.CompareAndSwapRequest(key=b"cas", expected_value=b"a",
+                                                       new_value=b"b"), timeout=3)
+        self.assertEqual(self.c.get(leader, b"cas").kv.value, b"b")
+        # Exactly-once: a retried (client_id, sequence) is applied once.
+        first = self.c.put(follower, b"once", b"first", client_id=42, sequence=1)
+        again = self.c.put(leader, b"once", b"second", client_id=42, sequence=1)
+        self.assertEqual(first.header.revision, again.header.revision)
+        self.assertEqual(self.c.get(follower, b"once").kv.value, b"first")
+        # Health (grpc.health.v1, raw bytes: an empty HealthCheckRequest; SERVING = 1) and
+        # reflection (list_services) are served on the client port.
+        for i in self.c.ids:
+            health = self.c.channels[i].unary_unary("/grpc.health.v1.Health/Check")
+            self.assertEqual(health(b"", timeout=3), b"\x08\x01")
+        reflect = self.c.channels[leader].stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        listing = b"".join(reflect(iter([b"\x3a\x00"]), timeout=3))
+        self.assertIn(b"raftkv.v1.KV", listing)
+        self.assertIn(b"raftkv.v1.Cluster", listing)
+        # The leader reports its followers' progress.
+        st = self.c.status(leader)
+        self.assertEqual(sorted(f.id for f in st.followers), [i for i in self.c.ids if i != leader])
+        for i in self.c.ids:
+            self.c.stop(i)
+
+    def test_kill_leader_under_writes(self):
+        """kill -9 the leader during a stream of writes: a new leader takes over, writes
+        resume, and every acknowledged write survives the old leader's restart."""
+        self.c.start_all()
+        old = self.c.wait_leader()
+        acked = {}
+        errors = {}
+        last_error = {}
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def writer():
+            # Bounded: at most 5000 attempts or 60 s, and at most ~50 failed attempts per
+            # second (a failed call pauses 20 ms before the next). Rotates over all nodes.
+            end = time.monotonic() + 60
+            for n in range(5000):
+                if stop.is_set() or time.monotonic() > end:
+                    return
+                node = self.c.ids[n % 3]
+                key, value = b"w%05d" % n, b"v%05d" % n
+                try:
+                    self.c.put(node, key, value, timeout=2, client_id=99, sequence=n + 1)
+                    with lock:
+                        acked[key] = value
+                except grpc.RpcError as e:
+                    with lock:
+                        errors[e.code().name] = errors.get(e.code().name, 0) + 1
+                        last_error[node] = e.details()
+                    stop.wait(0.02)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            wait_for(lambda: len(acked) >= 50, 20, "50 acknowledged writes")
+            self.c.kill9(old)
+            survivors = [i for i in self.c.ids if i != old]
+            new = self.c.wait_leader(among=survivors)
+            self.assertNotEqual(new, old)
+            with lock:
+                at_kill = len(acked)
+            wait_for(lambda: len(acked) >= at_kill + 50, 30,
+                     lambda: "writes to resume after the kill (errors: %r, last: %r)"
+                     % (errors, last_error))
+        finally:
+            stop.set()
+            t.join(timeout=70)
+        self.assertFalse(t.is_alive())
+        self.c.start(old)
+        leader = self.c.wait_leader()
+        commit = self.c.status(leader).commit_index
+        wait_for(lambda: self.c.status(old).applied_index >= commit, 20,
+                 "the old leader to catch up to index %d" % commit)
+        for reader in self.c.ids:
+            for key, value in acked.items():
+                g = self.c.get(reader, key, serializable=True)
+                self.assertTrue(g.found, "acknowledged %r missing on node %d" % (key, reader))
+                self.assertEqual(g.kv.value, value)
+
+    def test_quorum_loss_sigstop(self):
+        """SIGSTOP two of three: writes fail with UNAVAILABLE within their deadline and
+        nothing is half-done; after SIGCONT writes succeed again."""
+        self.c.start_all()
+        leader = self.c.wait_leader()
+        self.c.put(leader, b"before", b"1")
+        stopped = [i for i in self.c.ids if i != leader]
+        for i in stopped:
+            self.c.signal(i, signal.SIGSTOP)
+        attempted = []
+        codes = []
+
+        def write_fails_unavailable():
+            n = len(attempted)
+            key = b"during-%d" % n
+            attempted.append(key)
+            if n > 40:
+                raise AssertionError("bounded: 40 attempts")
+            t0 = time.monotonic()
+            try:
+                self.c.put(leader, key, b"x", timeout=2)
+                codes.append("OK")
+                return False
+            except grpc.RpcError as e:
+                self.assertLess(time.monotonic() - t0, 2.5, "a write outlived its deadline")
+                codes.append(e.code().name)
+                if e.code() == grpc.StatusCode.UNAVAILABLE:
+                    return e
+                return False
+
+        err = wait_for(write_fails_unavailable, 20, "a write to fail with UNAVAILABLE")
+        self.assertIn("leader", err.details())
+        # Every call fails fast now that the node knows it has no quorum.
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.c.put(leader, b"during-late", b"x", timeout=2)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.c.get(leader, b"before", timeout=2)
+        self.assertIn(cm.exception.code(),
+                      (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
+        for i in stopped:
+            self.c.signal(i, signal.SIGCONT)
+        new = self.c.wait_leader()
+        wait_for(lambda: self.c.put(new, b"after", b"1", timeout=2), 20, "writes to succeed again")
+        # Nothing half-done: once all nodes applied everything, each failed write is
+        # either present on every node or on none.
+        commit = self.c.status(new).commit_index
+        for i in self.c.ids:
+            wait_for(lambda: self.c.status(i).applied_index >= commit, 10, "node %d to apply" % i)
+        for key in attempted + [b"during-late"]:
+            seen = {self.c.get(i, key, serializable=True).found for i in self.c.ids}
+            self.assertEqual(len(seen), 1, "write %r applied on some nodes only" % key)
+        for i in self.c.ids:
+            self.assertTrue(self.c.get(i, b"after").found)
+
+    def test_restarted_follower_catches_up(self):
+        """A follower that missed many writes catches up after it restarts."""
+        self.c.start_all()
+        leader = self.c.wait_leader()
+        follower = next(i for i in self.c.ids if i != leader)
+        self.c.stop(follower)
+        for n in range(300):
+            self.c.put(leader, b"c%04d" % n, b"%d" % n)
+        self.c.start(follower)
+        commit = self.c.status(leader).commit_index
+        wait_for(lambda: self.c.status(follower).applied_index >= commit, 20,
+                 "the restarted follower to apply up to %d" % commit)
+        rng = self.c.kv(follower).Range(kv_pb2.RangeRequest(key=b"c", prefix=True,
+                                                            serializable=True), timeout=3)
+        self.assertEqual(len(rng.kvs), 300)
+        self.assertEqual(rng.kvs[299].value, b"299")
+
+    def test_bad_input_gets_clear_errors(self):
+        """Bad input gets INVALID_ARGUMENT (or UNIMPLEMENTED) with a message, garbage on the
+        peer and client ports is survived, and the cluster keeps working."""
+        self.c.start_all()
+        leader = self.c.wait_leader()
+        follower = next(i for i in self.c.ids if i != leader)
+
+        def code_of(fn):
+            with self.assertRaises(grpc.RpcError) as cm:
+                fn()
+            return cm.exception
+
+        for node in (leader, follower):
+            kv = self.c.kv(node)
+            e = code_of(lambda: self.c.put(node, b"", b"v"))
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("key is empty", e.details())
+            e = code_of(lambda: self.c.put(node, b"big", b"x" * ((1 << 20) + 1)))
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("limit", e.details())
+            e = code_of(lambda: self.c.put(node, b"k" * 5000, b"v"))
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            e = code_of(lambda: kv.CompareAndSwap(
+                kv_pb2.CompareAndSwapRequest(key=b"k", new_value=b"v"), timeout=3))
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            e = code_of(lambda: kv.Range(kv_pb2.RangeRequest(key=b"b", range_end=b"a"), timeout=3))
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            e = code_of(lambda: kv.Range(kv_pb2.RangeRequest(key=b"a", limit=-1), timeout=3))
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            e = code_of(lambda: self.c.put(node, b"k", b"v", client_id=5))
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            e = code_of(lambda: self.c.get(node, b""))
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            # A method that does not exist, and bytes that are no PutRequest.
+            ch = self.c.channels[node]
+            e = code_of(lambda: ch.unary_unary("/raftkv.v1.KV/Nope")(b"", timeout=3))
+            self.assertEqual(e.code(), grpc.StatusCode.UNIMPLEMENTED)
+            e = code_of(lambda: ch.unary_unary("/raftkv.v1.KV/Put")(b"\xff\xff\xff\xff", timeout=3))
+            self.assertNotEqual(e.code(), grpc.StatusCode.OK)
+        self.assertFalse(self.c.get(leader, b"big").found)
+        # Garbage bytes on every peer and client port.
+        rnd = random.Random(4)
+        for i in self.c.ids:
+            for addr in (self.c.peer[i], self.c.client[i]):
+                host, port = addr.split(":")
+                with socket.create_connection((host, int(port)), timeout=3) as s:
+                    try:
+                        s.sendall(bytes(rnd.getrandbits(8) for _ in range(65536)))
+                    except OSError:
+                        pass  # the server may hang up mid-way: that is fine
+        # A well-formed peer stream from another cluster is refused.
+        raft_stream = grpc.insecure_channel(self.c.peer[leader]).stream_unary(
+            "/raftkv.v1.Raft/Stream")
+        e = code_of(lambda: raft_stream(iter([b""]), timeout=3,
+                                        metadata=(("raftkv-cluster-id", "8"),
+                                                  ("raftkv-from", "2"))))
+        self.assertEqual(e.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("cluster id mismatch", e.details())
+        for i in self.c.ids:
+            self.assertIsNone(self.c.procs[i].poll(), "node %d died" % i)
+        self.assertEqual(self.c.wait_leader(), leader)
+        self.c.put(follower, b"still", b"working")
+        for i in self.c.ids:
+            self.assertEqual(self.c.get(i, b"still").kv.value, b"working")
+
+    def test_overload_gets_resource_exhausted(self):
+        """Beyond --max_pending_requests calls in progress, writes get RESOURCE_EXHAUSTED
+        at once; the others complete and the node keeps serving."""
+        for i in self.c.ids:
+            self.c.start(i, extra=["--max_pending_requests=2"])
+        leader = self.c.wait_leader()
+        kv = self.c.kv(leader)
+        futures = [kv.Put.future(kv_pb2.PutRequest(key=b"o%03d" % n, value=b"v"), timeout=10)
+                   for n in range(100)]
+        codes = {}
+        for f in futures:
+            try:
+                f.result()
+                code = "OK"
+            except grpc.RpcError as e:
+                code = e.code().name
+                if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    self.assertIn("too many pending requests", e.details())
+            codes[code] = codes.get(code, 0) + 1
+        self.assertGreater(codes.get("RESOURCE_EXHAUSTED", 0), 0, codes)
+        self.assertGreater(codes.get("OK", 0), 0, codes)
+        self.assertEqual(set(codes), {"OK", "RESOURCE_EXHAUSTED"})
+        self.c.put(leader, b"after", b"overload")
+        self.assertEqual(self.c.get(leader, b"after").kv.value, b"overload")
+
+    def test_unavailable_names_the_leader(self):
+        """A forwarded write to a dead leader fails UNAVAILABLE with the leader's address in
+        the message and in trailing metadata; a health check answers SERVING."""
+        self.c.start_all()
+        leader = self.c.wait_leader()
+        follower = next(i for i in self.c.ids if i != leader)
+        self.c.signal(leader, signal.SIGSTOP)
+        # Until the follower notices (an election timeout), it forwards to the stopped
+        # leader; the forward fails within the caller's deadline.
+        try:
+            self.c.kv(follower).Put(kv_pb2.PutRequest(key=b"x", value=b"y"), timeout=0.5)
+            self.fail("a write to a stopped leader succeeded")
+        except grpc.RpcError as e:
+            self.assertIn(e.code(), (grpc.StatusCode.UNAVAILABLE,
+                                     grpc.StatusCode.DEADLINE_EXCEEDED))
+            if e.code() == grpc.StatusCode.UNAVAILABLE:
+                md = dict(e.trailing_metadata() or ())
+                self.assertEqual(md.get("raftkv-leader"), self.c.client[leader])
+        self.c.signal(leader, signal.SIGCONT)
+        self.c.wait_leader()
+
+    def test_raftctl_and_identity(self):
+        """raftctl works against the cluster; a data directory of another node is refused."""
+        self.c.start_all()
+        self.c.wait_leader()
+        eps = ",".join(self.c.client[i] for i in self.c.ids)
+
+        def ctl(*args):
+            return subprocess.run([RAFTCTL, "--endpoints=" + eps] + list(args),
+                                  capture_output=True, text=True, timeout=30)
+
+        r = ctl("put", "hello", "world")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = ctl("get", "hello")
+        self.assertEqual((r.returncode, r.stdout), (0, "world\n"), r.stderr)
+        r = ctl("get", "absent")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not found", r.stderr)
+        r = ctl("-w", "json", "get", "hello")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn('"found":true', r.stdout)
+        r = ctl("cas", "hello", "nope", "x")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("FAILED_PRECONDITION", r.stderr)
+        r = ctl("put", "", "x")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("INVALID_ARGUMENT", r.stderr)
+        r = ctl("status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.strip().split("\n")
+        self.assertEqual(len(lines), 4)  # header + one line per endpoint
+        self.assertEqual(sum(" leader " in l for l in lines[1:]), 1)
+        r = subprocess.run([RAFTCTL, "--endpoints=127.0.0.1:1", "--timeout_ms=500", "status"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("127.0.0.1:1", r.stderr)
+        r = ctl("members")
+        self.assertEqual(r.returncode, 0)
+        self.assertEqual(len(r.stdout.strip().split("\n")), 4)
+        # Node 1 pointed at node 2's data directory must refuse to start.
+        self.c.stop(1)
+        self.c.stop(2)
+        r = subprocess.run([RAFTD, "--id=1", "--cluster_id=7", "--initial_cluster=" + self.c.spec,
+                            "--data_dir=" + self.c.data_dir(2)],
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("node", r.stderr)
+        # And a data directory of another cluster, too.
+        r = subprocess.run([RAFTD, "--id=2", "--cluster_id=8", "--initial_cluster=" + self.c.spec,
+                            "--data_dir=" + self.c.data_dir(2)],
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("cluster", r.stderr)
+        # Bad flags get a clear error too.
+        r = subprocess.run([RAFTD, "--id=9", "--initial_cluster=" + self.c.spec,
+                            "--data_dir=" + self.c.data_dir(9)],
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not a member", r.stderr)
+
+
+if __name__ == "__main__":
+    try:
+        unittest.main(verbosity=2)
+    finally:
+        shutil.rmtree(_STUB_DIR, ignore_errors=True)
