@@ -333,9 +333,11 @@ class NodeImpl final : public Node {
     rd.entries = log_.unstable();
     HardState hs = CurrentHardState();
     if (!SameHardState(hs, prev_hard_state_)) {
+      rd.must_sync = hs.term() != prev_hard_state_.term() || hs.vote() != prev_hard_state_.vote();
       rd.hard_state = hs;
       prev_hard_state_ = hs;
     }
+    if (!rd.entries.empty() || rd.snapshot.has_value()) rd.must_sync = true;
     rd.committed_entries = log_.TakeCommittedEntries(config_.max_committed_bytes_per_ready);
     rd.messages_send_now = std::move(msgs_send_now_);
     rd.messages_after_persist = std::move(msgs_after_persist_);

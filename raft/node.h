@@ -99,6 +99,12 @@ struct Ready {
   // leadership); their callers should retry elsewhere.
   std::vector<std::string> dropped_reads;
 
+  // True when the writes of this Ready must be synced before the messages in
+  // messages_after_persist leave: new entries, a snapshot, or a new term or
+  // vote. A Ready that only moves the commit index may be written without an
+  // fsync: a commit index lost in a crash is learned again from the leader.
+  bool must_sync = false;
+
   bool MustPersist() const {
     return hard_state.has_value() || !entries.empty() || snapshot.has_value();
   }

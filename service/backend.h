@@ -26,9 +26,9 @@ class LogBackend {
   // The read-only view the core reads; valid as long as the backend.
   virtual const raft::LogStorage* view() const = 0;
   // Persists `entries` (replacing any stored suffix from entries[0].index on)
-  // and `hard_state` in one synced write.
+  // and `hard_state` in one write, synced when `sync` (Ready::must_sync).
   virtual absl::Status Save(const std::vector<raft::Entry>& entries,
-                            const std::optional<raft::HardState>& hard_state) = 0;
+                            const std::optional<raft::HardState>& hard_state, bool sync) = 0;
 };
 
 // Reads, as served on the apply thread.

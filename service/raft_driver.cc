@@ -162,7 +162,7 @@ void RaftDriver::HandleReadies() {
     raft::Ready rd = node_->GetReady();
     if (!rd.messages_send_now.empty()) transport_->Send(std::move(rd.messages_send_now));
     if (rd.MustPersist()) {
-      if (absl::Status s = log_->Save(rd.entries, rd.hard_state); !s.ok()) {
+      if (absl::Status s = log_->Save(rd.entries, rd.hard_state, rd.must_sync); !s.ok()) {
         // Acknowledging anything now could lose acknowledged writes.
         spdlog::critical("persisting the Raft log failed: {}", s.ToString());
         std::abort();

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_main.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -37,6 +38,7 @@ Commands:
   cas --absent KEY NEW    set KEY to NEW if KEY does not exist
   status                  one line per endpoint: id, role, term, leader, indexes
   members                 cluster members
+  bench WORKLOAD [FLAGS]  load generator: put|get|mixed (raftctl bench --help)
 
 Flags:
   --endpoints=H:P[,H:P]   nodes to talk to (env RAFTKV_ENDPOINTS; default
@@ -302,10 +304,47 @@ int Members(const Options& o) {
   return RpcError(ep, last);
 }
 
+constexpr char kDefaultEndpoints[] = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+// `raftctl [FLAGS] bench WORKLOAD [BENCH FLAGS]` hands over to the load
+// generator, passing on the global flags given before the command. Returns
+// -1 when the command is not bench.
+int MaybeRunBench(int argc, char** argv) {
+  std::vector<std::string> global;
+  int k = 1;
+  for (; k < argc; ++k) {
+    const std::string a = argv[k];
+    if (a.empty() || a[0] != '-') break;
+    global.push_back(a);
+    // Flags whose value may be the next argument.
+    if ((a == "-w" || a == "--endpoints" || a == "--write-out") && k + 1 < argc) {
+      global.push_back(argv[++k]);
+    }
+  }
+  if (k >= argc || std::string(argv[k]) != "bench") return -1;
+  std::vector<std::string> args = {"bench"};
+  if (k + 1 < argc) args.push_back(argv[k + 1]);  // the workload comes first
+  bool has_endpoints = false;
+  for (auto& g : global) {
+    has_endpoints = has_endpoints || g.rfind("--endpoints", 0) == 0;
+    args.push_back(g == "--write-out" ? "-w" : g);
+  }
+  if (!has_endpoints) {
+    const char* env = std::getenv("RAFTKV_ENDPOINTS");
+    args.push_back(absl::StrCat("--endpoints=", env != nullptr ? env : kDefaultEndpoints));
+  }
+  for (int i = k + 2; i < argc; ++i) args.push_back(argv[i]);
+  std::vector<char*> bench_argv;
+  for (auto& a : args) bench_argv.push_back(a.data());
+  bench_argv.push_back(nullptr);
+  return bench::BenchMain(static_cast<int>(args.size()), bench_argv.data());
+}
+
 int Main(int argc, char** argv) {
+  if (int rc = MaybeRunBench(argc, argv); rc >= 0) return rc;
   Options o;
   const char* env = std::getenv("RAFTKV_ENDPOINTS");
-  std::string endpoints = env != nullptr ? env : "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+  std::string endpoints = env != nullptr ? env : kDefaultEndpoints;
   std::vector<std::string> pos;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];

@@ -14,6 +14,7 @@
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -132,6 +133,9 @@ int Run(int argc, char** argv) {
       "raftd: a raftkv server node.\n\n"
       "  raftd --id=1 --initial_cluster=1=127.0.0.1:7101/127.0.0.1:7001,... --data_dir=DIR\n\n"
       "Every flag may also come from the RAFTKV_* environment variable named in its help.");
+  // Debian's Abseil is built without NDEBUG, so every absl::Mutex (gRPC's
+  // too) would feed a deadlock-detection graph: a few percent of all CPU.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (absl::Status s = ApplyEnvironment(); !s.ok()) return Fail("environment", s);
   absl::ParseCommandLine(argc, argv);
   absl::StatusOr<NodeConfig> config_or = ConfigFromFlags();
@@ -184,6 +188,9 @@ int Run(int argc, char** argv) {
   peer_builder.AddListeningPort(config.peer_listen, grpc::InsecureServerCredentials(), &peer_port);
   peer_builder.RegisterService(&raft_service);
   peer_builder.SetMaxReceiveMessageSize(64 << 20);
+  // gRPC sets SO_REUSEPORT by default: a second raftd on the same port would
+  // start silently and steal half the connections. Fail at start-up instead.
+  peer_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   peer_builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   peer_builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   peer_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
@@ -201,6 +208,7 @@ int Run(int argc, char** argv) {
   // Minimal stack (see PERF-NOTES.md): sizes are checked by the handlers;
   // deadline checks are switched back on explicitly.
   client_builder.AddChannelArgument(GRPC_ARG_MINIMAL_STACK, 1);
+  client_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   client_builder.AddChannelArgument(GRPC_ARG_ENABLE_DEADLINE_CHECKS, 1);
   // Other nodes forward to this port over channels with keepalive pings.
   client_builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);

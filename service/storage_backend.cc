@@ -18,8 +18,8 @@ class LevelDbLog : public LogBackend {
   explicit LevelDbLog(std::unique_ptr<storage::LogStore> store) : store_(std::move(store)) {}
   const raft::LogStorage* view() const override { return store_.get(); }
   absl::Status Save(const std::vector<raft::Entry>& entries,
-                    const std::optional<raft::HardState>& hard_state) override {
-    return store_->Save(entries, hard_state);
+                    const std::optional<raft::HardState>& hard_state, bool sync) override {
+    return store_->Save(entries, hard_state, sync);
   }
 
  private:

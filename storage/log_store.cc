@@ -152,9 +152,9 @@ absl::Status LogStore::Load() {
   return absl::OkStatus();
 }
 
-absl::Status LogStore::Write(leveldb::WriteBatch* batch, absl::string_view what) {
+absl::Status LogStore::Write(leveldb::WriteBatch* batch, absl::string_view what, bool sync) {
   leveldb::WriteOptions wo;
-  wo.sync = options_.sync;
+  wo.sync = options_.sync && sync;
   return FromLevelDb({"raft log store", dir_}, what, db_->Write(wo, batch));
 }
 
@@ -245,7 +245,7 @@ absl::Status LogStore::ValidateHardState(const HardState& hs, uint64_t new_last)
 }
 
 absl::Status LogStore::Save(const std::vector<Entry>& entries,
-                            const std::optional<HardState>& hard_state) {
+                            const std::optional<HardState>& hard_state, bool sync) {
   if (entries.empty() && !hard_state.has_value()) return absl::OkStatus();
   absl::MutexLock l(&mu_);
   uint64_t new_last = last_index_;
@@ -302,7 +302,7 @@ absl::Status LogStore::Save(const std::vector<Entry>& entries,
     b.Put(EntryKey(e.index()), buf);
   }
   if (hard_state.has_value()) b.Put(kHardStateKey, hard_state->SerializeAsString());
-  absl::Status s = Write(&b, entries.empty() ? "save hard state" : "append entries");
+  absl::Status s = Write(&b, entries.empty() ? "save hard state" : "append entries", sync);
   if (!s.ok()) return s;
 
   if (!entries.empty()) {

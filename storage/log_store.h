@@ -99,8 +99,10 @@ class LogStore : public raft::LogStorage {
   // FirstIndex() <= entries[0].index() <= LastIndex() + 1, terms >= 1 and
   // non-decreasing (also against the entry before entries[0]), no committed
   // entry rewritten with another term, and the hard state invariants above.
+  // `sync` = false skips the fsync (for a Ready whose must_sync is false: a
+  // commit-only hard state); options.sync = false disables it always.
   absl::Status Save(const std::vector<raft::Entry>& entries,
-                    const std::optional<raft::HardState>& hard_state);
+                    const std::optional<raft::HardState>& hard_state, bool sync = true);
 
   // Drops entries <= index in one batch and records (index, Term(index),
   // conf) as the snapshot metadata. A no-op if index <= Snapshot().index().
@@ -130,8 +132,7 @@ class LogStore : public raft::LogStorage {
  private:
   LogStore(std::string dir, const LogStoreOptions& options);
   absl::Status Load();
-  absl::Status Write(leveldb::WriteBatch* batch, absl::string_view what)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Write(leveldb::WriteBatch* batch, absl::string_view what, bool sync = true);
   absl::StatusOr<uint64_t> TermLocked(uint64_t index) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status ValidateHardState(const raft::HardState& hs, uint64_t new_last) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
