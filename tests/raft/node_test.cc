@@ -374,6 +374,46 @@ TEST(Replication, InflightWindowBoundsUnacknowledgedAppends) {
   EXPECT_EQ(to_silent, 2);
 }
 
+// Only entries, a snapshot or a new term/vote need an fsync; a Ready that
+// merely advances the commit index does not (commit is re-learned).
+TEST(Ready, CommitOnlyReadyNeedsNoSync) {
+  ConfState conf;
+  for (uint64_t i = 1; i <= 3; ++i) conf.add_voters(i);
+  MemoryStorage storage(conf);
+  Config config;
+  config.id = 1;
+  auto node = Node::Create(config, &storage);
+  ASSERT_TRUE(node.ok());
+  Message m;
+  m.set_from(2);
+  m.set_to(1);
+  auto* req = m.mutable_append_request();
+  req->set_term(1);
+  req->set_leader_id(2);
+  Entry* e = req->add_entries();
+  e->set_term(1);
+  e->set_index(1);
+  ASSERT_TRUE((*node)->Step(m).ok());
+  Ready rd = (*node)->GetReady();
+  EXPECT_TRUE(rd.must_sync);  // new term and a new entry
+  ASSERT_TRUE(storage.Append(rd.entries).ok());
+  storage.SetHardState(*rd.hard_state);
+  (*node)->Advance();
+
+  Message hb;
+  hb.set_from(2);
+  hb.set_to(1);
+  hb.mutable_append_request()->set_term(1);
+  hb.mutable_append_request()->set_heartbeat(true);
+  hb.mutable_append_request()->set_leader_commit(1);
+  ASSERT_TRUE((*node)->Step(hb).ok());
+  rd = (*node)->GetReady();
+  ASSERT_TRUE(rd.hard_state.has_value());
+  EXPECT_EQ(rd.hard_state->commit(), 1u);
+  EXPECT_FALSE(rd.must_sync);
+  EXPECT_TRUE(rd.MustPersist());
+}
+
 TEST(Step, RejectsMalformedMessages) {
   Cluster c(3);
   Message m;
