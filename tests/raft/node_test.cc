@@ -123,6 +123,26 @@ class Cluster {
   std::vector<Message> sent_;
 };
 
+ConfState ThreeVoters() {
+  ConfState conf;
+  for (uint64_t i = 1; i <= 3; ++i) conf.add_voters(i);
+  return conf;
+}
+
+// Node 1 of a three-voter cluster over `storage`, with default settings.
+absl::StatusOr<std::unique_ptr<Node>> NodeOne(const MemoryStorage& storage) {
+  Config config;
+  config.id = 1;
+  return Node::Create(config, &storage);
+}
+
+Message FromTwoToOne() {
+  Message m;
+  m.set_from(2);
+  m.set_to(1);
+  return m;
+}
+
 std::vector<std::string> NormalData(const std::vector<Entry>& entries) {
   std::vector<std::string> out;
   for (const auto& e : entries) {
@@ -254,16 +274,10 @@ TEST(Transfer, TargetBecomesLeader) {
 // Figure 2, "persistent state ... updated on stable storage before
 // responding to RPCs": a vote grant leaves only after the vote is persisted.
 TEST(Election, VoteGrantIsSentOnlyAfterTheVoteIsPersisted) {
-  ConfState conf;
-  for (uint64_t i = 1; i <= 3; ++i) conf.add_voters(i);
-  MemoryStorage storage(conf);
-  Config config;
-  config.id = 1;
-  auto node = Node::Create(config, &storage);
+  MemoryStorage storage(ThreeVoters());
+  auto node = NodeOne(storage);
   ASSERT_TRUE(node.ok());
-  Message m;
-  m.set_from(2);
-  m.set_to(1);
+  Message m = FromTwoToOne();
   auto* req = m.mutable_vote_request();
   req->set_term(5);
   req->set_candidate_id(2);
@@ -279,9 +293,7 @@ TEST(Election, VoteGrantIsSentOnlyAfterTheVoteIsPersisted) {
 
 // §5.4.1: a voter denies its vote to a candidate whose log is less up to date.
 TEST(Election, VoterRejectsCandidateWithStaleLog) {
-  ConfState conf;
-  for (uint64_t i = 1; i <= 3; ++i) conf.add_voters(i);
-  MemoryStorage storage(conf);
+  MemoryStorage storage(ThreeVoters());
   Entry e;
   e.set_index(1);
   e.set_term(3);
@@ -289,13 +301,9 @@ TEST(Election, VoterRejectsCandidateWithStaleLog) {
   HardState hs;
   hs.set_term(3);
   storage.SetHardState(hs);
-  Config config;
-  config.id = 1;
-  auto node = Node::Create(config, &storage);
+  auto node = NodeOne(storage);
   ASSERT_TRUE(node.ok());
-  Message m;
-  m.set_from(2);
-  m.set_to(1);
+  Message m = FromTwoToOne();
   auto* req = m.mutable_vote_request();
   req->set_term(4);
   req->set_candidate_id(2);
@@ -377,16 +385,10 @@ TEST(Replication, InflightWindowBoundsUnacknowledgedAppends) {
 // Only entries, a snapshot or a new term/vote need an fsync; a Ready that
 // merely advances the commit index does not (commit is re-learned).
 TEST(Ready, CommitOnlyReadyNeedsNoSync) {
-  ConfState conf;
-  for (uint64_t i = 1; i <= 3; ++i) conf.add_voters(i);
-  MemoryStorage storage(conf);
-  Config config;
-  config.id = 1;
-  auto node = Node::Create(config, &storage);
+  MemoryStorage storage(ThreeVoters());
+  auto node = NodeOne(storage);
   ASSERT_TRUE(node.ok());
-  Message m;
-  m.set_from(2);
-  m.set_to(1);
+  Message m = FromTwoToOne();
   auto* req = m.mutable_append_request();
   req->set_term(1);
   req->set_leader_id(2);
@@ -400,9 +402,7 @@ TEST(Ready, CommitOnlyReadyNeedsNoSync) {
   storage.SetHardState(*rd.hard_state);
   (*node)->Advance();
 
-  Message hb;
-  hb.set_from(2);
-  hb.set_to(1);
+  Message hb = FromTwoToOne();
   hb.mutable_append_request()->set_term(1);
   hb.mutable_append_request()->set_heartbeat(true);
   hb.mutable_append_request()->set_leader_commit(1);
