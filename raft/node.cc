@@ -360,7 +360,7 @@ class NodeImpl final : public Node {
     ready_last_entry_ = 0;
     if (auto* leader = std::get_if<LeaderRole>(&role_)) {
       // Our own disk write is done: we now count toward the quorum for it.
-      if (MaybeCommit(*leader)) BroadcastAppend(*leader);
+      if (MaybeCommit(*leader)) BroadcastCommit(*leader);
     }
   }
 
@@ -809,9 +809,9 @@ class NodeImpl final : public Node {
       } else if (updated || (probing && pr.match() == resp.match_index())) {
         if (probing) pr.BecomeReplicate();
         if (MaybeCommit(leader)) {
-          BroadcastAppend(leader);
+          BroadcastCommit(leader);
         } else {
-          SendAppend(leader, from, /*allow_empty=*/false);
+          SendAppend(leader, from, /*allow_empty=*/pr.commit_sent() < log_.committed());
         }
         if (leader.transfer_target == from && pr.match() == log_.LastIndex()) {
           SendTimeoutNow(from);
@@ -869,9 +869,20 @@ class NodeImpl final : public Node {
       const bool carried = !entries->empty();
       for (auto& e : *entries) *req->add_entries() = std::move(e);
       pr.SentEntries(last, carried);
+      pr.SentCommit(log_.committed());
       msgs_send_now_.push_back(std::move(m));
       sent_any = true;
       if (!carried || pr.state() != ProgressState::kReplicate) return;
+    }
+  }
+
+  // Tells followers about a new commit index. A follower with appends in
+  // flight learns it from the answer to its next acknowledgement instead, so
+  // under load a commit costs no extra messages.
+  void BroadcastCommit(LeaderRole& leader) {
+    for (auto& [id, pr] : leader.progress) {
+      if (pr.state() == ProgressState::kReplicate && pr.inflight() > 0) continue;
+      SendAppend(leader, id, /*allow_empty=*/true);
     }
   }
 
@@ -890,6 +901,7 @@ class NodeImpl final : public Node {
       req->set_leader_id(config_.id);
       req->set_heartbeat(true);
       req->set_leader_commit(std::min(log_.committed(), pr.match()));
+      pr.SentCommit(req->leader_commit());
       req->set_read_round(round);
       msgs_send_now_.push_back(std::move(m));
     }

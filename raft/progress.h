@@ -58,6 +58,11 @@ class Progress {
   }
   void Tick() { ++ticks_since_contact_; }
   void ResetRecentActive() { recent_active_ = false; }
+  // The highest commit index sent to this follower.
+  uint64_t commit_sent() const { return commit_sent_; }
+  void SentCommit(uint64_t commit) {
+    if (commit > commit_sent_) commit_sent_ = commit;
+  }
   void AckReadRound(uint64_t round) {
     if (round > read_round_acked_) read_round_acked_ = round;
   }
@@ -73,6 +78,7 @@ class Progress {
   int64_t ticks_since_contact_ = 0;
   uint64_t read_round_acked_ = 0;
   uint64_t pending_snapshot_ = 0;  // in kSnapshot: index of the snapshot sent
+  uint64_t commit_sent_ = 0;
 };
 
 }  // namespace raftkv::raft
