@@ -602,32 +602,6 @@ void FillMembers(const NodeConfig& config, google::protobuf::RepeatedPtrField<v1
   }
 }
 
-std::string RoleString(raft::Role role) {
-  switch (role) {
-    case raft::Role::kFollower:
-      return "follower";
-    case raft::Role::kPreCandidate:
-      return "pre-candidate";
-    case raft::Role::kCandidate:
-      return "candidate";
-    case raft::Role::kLeader:
-      return "leader";
-  }
-  return "unknown";
-}
-
-std::string ProgressString(raft::ProgressState s) {
-  switch (s) {
-    case raft::ProgressState::kProbe:
-      return "probe";
-    case raft::ProgressState::kReplicate:
-      return "replicate";
-    case raft::ProgressState::kSnapshot:
-      return "snapshot";
-  }
-  return "unknown";
-}
-
 }  // namespace
 
 grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ctx,
@@ -639,7 +613,7 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
       out->set_node_id(config_.id);
       out->set_cluster_id(config_.cluster_id);
       out->set_client_addr(config_.self().client_addr);
-      out->set_role(RoleString(st.role));
+      out->set_role(raft::RoleName(st.role));
       out->set_term(st.term);
       out->set_leader_id(st.leader);
       auto it = config_.members.find(st.leader);
@@ -657,7 +631,7 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
           f->set_id(id);
           f->set_match_index(p.match);
           f->set_next_index(p.next);
-          f->set_state(ProgressString(p.state));
+          f->set_state(raft::ProgressStateName(p.state));
           f->set_ms_since_last_contact(p.ticks_since_contact * config_.heartbeat_ms);
         }
       }

@@ -170,7 +170,8 @@ void RaftDriver::HandleReadies() {
     }
     if (!rd.messages_after_persist.empty()) transport_->Send(std::move(rd.messages_after_persist));
     if (!rd.committed_entries.empty()) applier_->Committed(std::move(rd.committed_entries));
-    const uint64_t term = node_->Status().term;
+    // Status() copies membership and progress: only pay for it when needed.
+    const uint64_t term = rd.read_states.empty() ? 0 : node_->Status().term;
     for (raft::ReadState& rs : rd.read_states) {
       auto it = reads_.find(rs.context);
       if (it == reads_.end()) continue;
