@@ -1,5 +1,7 @@
 #include "service/applier.h"
 
+#include <pthread.h>
+
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -14,7 +16,10 @@ Applier::Applier(StateMachineBackend* state_machine) : state_machine_(state_mach
 Applier::~Applier() { Stop(); }
 
 void Applier::Start() {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "raftkv-apply");
+    Run();
+  });
 }
 
 void Applier::Stop() {

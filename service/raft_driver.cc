@@ -1,5 +1,7 @@
 #include "service/raft_driver.h"
 
+#include <pthread.h>
+
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -38,7 +40,10 @@ RaftDriver::RaftDriver(const DriverOptions& options, std::unique_ptr<raft::Node>
 RaftDriver::~RaftDriver() { Stop(); }
 
 void RaftDriver::Start() {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "raftkv-raft");
+    Run();
+  });
 }
 
 void RaftDriver::Stop() {

@@ -1,5 +1,7 @@
 #include "service/transport.h"
 
+#include <pthread.h>
+
 #include <atomic>
 
 #include "absl/strings/numbers.h"
@@ -40,7 +42,11 @@ class Transport::PeerSender {
                                                           PeerChannelArguments()))) {}
 
   void Start() {
-    thread_ = std::thread([this] { Run(); });
+    thread_ = std::thread([this] {
+      // Linux thread names are at most 15 characters.
+      pthread_setname_np(pthread_self(), absl::StrCat("raftkv-send-", peer_id_ % 1000).c_str());
+      Run();
+    });
   }
 
   void Enqueue(raft::Message msg) {
