@@ -13,7 +13,8 @@ namespace raftkv::service {
 
 absl::StatusOr<std::unique_ptr<RaftDriver>> RaftDriver::Create(const DriverOptions& options,
                                                                LogBackend* log, Applier* applier,
-                                                               Transport* transport) {
+                                                               Transport* transport,
+                                                               grpc::ServerCompletionQueue* cq) {
   raft::Config config;
   config.id = options.id;
   config.election_ticks = options.election_ticks;
@@ -24,15 +25,17 @@ absl::StatusOr<std::unique_ptr<RaftDriver>> RaftDriver::Create(const DriverOptio
   absl::StatusOr<std::unique_ptr<raft::Node>> node = raft::Node::Create(config, log->view());
   if (!node.ok()) return node.status();
   return std::unique_ptr<RaftDriver>(
-      new RaftDriver(options, std::move(*node), log, applier, transport));
+      new RaftDriver(options, std::move(*node), log, applier, transport, cq));
 }
 
 RaftDriver::RaftDriver(const DriverOptions& options, std::unique_ptr<raft::Node> node,
-                       LogBackend* log, Applier* applier, Transport* transport)
+                       LogBackend* log, Applier* applier, Transport* transport,
+                       grpc::ServerCompletionQueue* cq)
     : options_(options),
       log_(log),
       applier_(applier),
       transport_(transport),
+      cq_(cq),
       node_(std::move(node)) {
   Publish();
 }
@@ -49,9 +52,15 @@ void RaftDriver::Start() {
 void RaftDriver::Stop() {
   {
     absl::MutexLock lock(&mu_);
+    if (stop_) return;
     stop_ = true;
+    if (thread_.joinable()) Wake();
   }
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+  } else {
+    ShutdownQueue();
+  }
   std::vector<Event> rest;
   {
     absl::MutexLock lock(&mu_);
@@ -77,10 +86,23 @@ void RaftDriver::Push(Event event) {
     return;
   }
   inbox_.push_back(std::move(event));
+  Wake();
 }
 
-void RaftDriver::DeliverPeerMessages(std::vector<raft::Message> messages) {
-  Push(std::move(messages));
+void RaftDriver::Wake() {
+  if (wake_pending_) return;
+  wake_pending_ = true;
+  // An alarm already due completes at once and kicks the thread polling the
+  // queue out of its wait. Set under mu_: once Run() has seen stop_, no alarm
+  // can be set on the queue it is about to shut down.
+  wake_alarm_.Set(cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), &wake_tag_);
+}
+
+void RaftDriver::WakeTag::OnComplete(bool) {
+  // The inbox is swapped by Run() after the completions of this wake-up;
+  // from here on a new push needs a new alarm.
+  absl::MutexLock lock(&driver_->mu_);
+  driver_->wake_pending_ = false;
 }
 
 void RaftDriver::Propose(std::string data, std::shared_ptr<WriteWaiter> waiter) {
@@ -94,19 +116,31 @@ void RaftDriver::QueryStatus(std::function<void(const raft::NodeStatus&)> done) 
 }
 
 void RaftDriver::Run() {
+  transport_->Start(cq_, [this](const raft::Message& m) {
+    if (absl::Status s = node_->Step(m); !s.ok()) {
+      spdlog::warn("dropped a malformed message from node {}: {}", m.from(), s.ToString());
+    }
+  });
   const absl::Duration tick = absl::Milliseconds(options_.tick_ms);
   absl::Time next_tick = absl::Now() + tick;
   std::vector<Event> events;
+  // Completions handled per wake-up before the core's output is handled:
+  // enough to batch a burst, few enough to keep latency bounded.
+  constexpr int kMaxCompletionsPerWake = 256;
+  const gpr_timespec no_wait = gpr_inf_past(GPR_CLOCK_MONOTONIC);
   while (true) {
+    void* tag;
+    bool ok;
+    grpc::CompletionQueue::NextStatus next =
+        cq_->AsyncNext(&tag, &ok, absl::ToChronoTime(next_tick));
+    for (int n = 0; next == grpc::CompletionQueue::GOT_EVENT; ++n) {
+      static_cast<CqTag*>(tag)->OnComplete(ok);
+      if (n + 1 == kMaxCompletionsPerWake) break;
+      next = cq_->AsyncNext(&tag, &ok, no_wait);
+    }
     {
       absl::MutexLock lock(&mu_);
-      mu_.AwaitWithDeadline(absl::Condition(
-                                +[](RaftDriver* d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(d->mu_) {
-                                  return d->stop_ || !d->inbox_.empty();
-                                },
-                                this),
-                            next_tick);
-      if (stop_) return;
+      if (stop_) break;
       events.swap(inbox_);
     }
     absl::Time now = absl::Now();
@@ -122,18 +156,21 @@ void RaftDriver::Run() {
     HandleReadies();
     Publish();
   }
+  ShutdownQueue();
+}
+
+void RaftDriver::ShutdownQueue() {
+  transport_->Shutdown();
+  cq_->Shutdown();
+  void* tag;
+  bool ok;
+  while (cq_->Next(&tag, &ok)) static_cast<CqTag*>(tag)->OnComplete(ok);
 }
 
 void RaftDriver::HandleEvents(std::vector<Event>& events) {
   std::vector<std::shared_ptr<ReadWaiter>> reads;
   for (Event& event : events) {
-    if (auto* msgs = std::get_if<std::vector<raft::Message>>(&event)) {
-      for (const raft::Message& m : *msgs) {
-        if (absl::Status s = node_->Step(m); !s.ok()) {
-          spdlog::warn("dropped a malformed message from node {}: {}", m.from(), s.ToString());
-        }
-      }
-    } else if (auto* p = std::get_if<ProposeEvent>(&event)) {
+    if (auto* p = std::get_if<ProposeEvent>(&event)) {
       raft::ProposeResult r = node_->Propose(std::move(p->data));
       switch (r.outcome) {
         case raft::ProposeOutcome::kAccepted:

@@ -1,13 +1,17 @@
 // RaftDriver: the Raft thread. It is the only owner of the core (raft::Node)
 // and of the log store, and drives them in the order node.h documents.
 //
-// The thread sleeps on one inbox (peer messages, proposals, reads, status
-// queries) until something arrives or the next tick is due, drains everything
-// queued, steps it into the core (all proposals of one wake-up end up in one
-// Ready: one synced write however many clients), then handles Readys: send
-// what may leave now, persist in one synced batch, send what depended on it,
-// hand committed entries and read states to the apply thread, Advance().
-// Linearizable reads that arrive in one wake-up share one ReadIndex round.
+// The thread sleeps on the peer server's completion queue, which carries
+// everything it reacts to: peer streams (the Transport runs on this thread),
+// a wake-up alarm that other threads fire after queueing work in the inbox
+// (proposals, reads, status queries), and the tick deadline. Woken, it handles
+// every completion already queued, drains the inbox and steps it all into the
+// core (all proposals of one wake-up end up in one Ready: one synced write
+// however many clients), then handles Readys: send what may leave now,
+// persist in one synced batch, send what depended on it, hand committed
+// entries and read states to the apply thread, Advance(). Linearizable reads
+// that arrive in one wake-up share one ReadIndex round. Peer messages are
+// stepped and answered on this thread, with no hand-off to another one.
 //
 // Thread safety: the public input methods and the published-state getters may
 // be called from any thread and never wait on the Raft thread's work (they
@@ -27,9 +31,12 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/alarm.h"
+#include "grpcpp/grpcpp.h"
 #include "raft/node.h"
 #include "service/applier.h"
 #include "service/backend.h"
+#include "service/cq_tag.h"
 #include "service/requests.h"
 #include "service/transport.h"
 
@@ -43,20 +50,24 @@ struct DriverOptions {
 
 class RaftDriver {
  public:
-  // `log`, `applier` and `transport` must outlive the driver.
+  // `log`, `applier`, `transport` and `cq` must outlive the driver. `cq` is
+  // the peer server's completion queue (that server has `transport`'s
+  // service registered); the driver polls it, and shuts it down and drains
+  // it in Stop().
   static absl::StatusOr<std::unique_ptr<RaftDriver>> Create(const DriverOptions& options,
                                                             LogBackend* log, Applier* applier,
-                                                            Transport* transport);
+                                                            Transport* transport,
+                                                            grpc::ServerCompletionQueue* cq);
   ~RaftDriver();
   RaftDriver(const RaftDriver&) = delete;
   RaftDriver& operator=(const RaftDriver&) = delete;
 
   void Start();
   // Joins the Raft thread; inputs still queued are failed with UNAVAILABLE.
+  // REQUIRES: the peer server has been shut down (its calls use the queue).
   void Stop();
 
   // Inputs, from any thread.
-  void DeliverPeerMessages(std::vector<raft::Message> messages);
   // `data` is a serialized Command. The waiter learns the outcome.
   void Propose(std::string data, std::shared_ptr<WriteWaiter> waiter);
   // A linearizable read through ReadIndex on this node (which must lead).
@@ -81,12 +92,26 @@ class RaftDriver {
   struct StatusEvent {
     std::function<void(const raft::NodeStatus&)> done;
   };
-  using Event = std::variant<std::vector<raft::Message>, ProposeEvent, ReadEvent, StatusEvent>;
+  using Event = std::variant<ProposeEvent, ReadEvent, StatusEvent>;
+
+  // Fired by Push() when the inbox turns non-empty; completes on the queue.
+  class WakeTag final : public CqTag {
+   public:
+    explicit WakeTag(RaftDriver* driver) : driver_(driver) {}
+    void OnComplete(bool ok) override;
+
+   private:
+    RaftDriver* const driver_;
+  };
 
   RaftDriver(const DriverOptions& options, std::unique_ptr<raft::Node> node, LogBackend* log,
-             Applier* applier, Transport* transport);
+             Applier* applier, Transport* transport, grpc::ServerCompletionQueue* cq);
   void Push(Event event);
+  void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Run();
+  // Cancels the peer streams, shuts the queue down and handles what is left
+  // on it. Raft thread, or Stop() when that thread never ran.
+  void ShutdownQueue();
   void HandleEvents(std::vector<Event>& events);
   void HandleReadies();
   void Publish();
@@ -96,6 +121,7 @@ class RaftDriver {
   LogBackend* const log_;
   Applier* const applier_;
   Transport* const transport_;
+  grpc::ServerCompletionQueue* const cq_;
   std::thread thread_;
 
   std::atomic<bool> is_leader_{false};
@@ -106,6 +132,11 @@ class RaftDriver {
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<Event> inbox_ ABSL_GUARDED_BY(mu_);
+  // True from the moment a pusher fires wake_alarm_ until the Raft thread
+  // takes the wake-up: at most one alarm is ever pending.
+  bool wake_pending_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Alarm wake_alarm_;  // Set() only by whoever turned wake_pending_ true
+  WakeTag wake_tag_{this};
 
   // Raft thread only.
   std::unique_ptr<raft::Node> node_;

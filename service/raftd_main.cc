@@ -162,31 +162,17 @@ int Run(int argc, char** argv) {
   for (const auto& [id, a] : config.members) peer_addrs[id] = a.peer_addr;
   Transport transport(config.id, config.cluster_id, peer_addrs);
   Applier applier(backends->state_machine.get());
-  DriverOptions dopts;
-  dopts.id = config.id;
-  dopts.tick_ms = config.heartbeat_ms;
-  dopts.election_ticks = std::max(2, config.election_ms / config.heartbeat_ms);
-  absl::StatusOr<std::unique_ptr<RaftDriver>> driver =
-      RaftDriver::Create(dopts, backends->log.get(), &applier, &transport);
-  if (!driver.ok()) return Fail("starting the Raft core", driver.status());
-
-  PeerClients peers(config);
-  ReadIndexForwarder forwarder(config, driver->get(), &applier, &peers);
-  KvService kv(config, driver->get(), &applier, &peers, &forwarder);
-  ClusterService cluster(config, driver->get(), &applier);
-  RaftPeerService raft_service(config.id, config.cluster_id,
-                               [d = driver->get()](std::vector<raft::Message> msgs) {
-                                 d->DeliverPeerMessages(std::move(msgs));
-                               });
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
-  // Peer server first: its port belongs to no client.
+  // Peer server first: its port belongs to no client. Its completion queue
+  // is the Raft thread's: peer streams are served on that thread.
   grpc::ServerBuilder peer_builder;
   int peer_port = 0;
   peer_builder.AddListeningPort(config.peer_listen, grpc::InsecureServerCredentials(), &peer_port);
-  peer_builder.RegisterService(&raft_service);
+  peer_builder.RegisterService(transport.service());
+  std::unique_ptr<grpc::ServerCompletionQueue> raft_cq = peer_builder.AddCompletionQueue();
   peer_builder.SetMaxReceiveMessageSize(64 << 20);
   // gRPC sets SO_REUSEPORT by default: a second raftd on the same port would
   // start silently and steal half the connections. Fail at start-up instead.
@@ -198,6 +184,22 @@ int Run(int argc, char** argv) {
   if (!peer_server || peer_port == 0) {
     return Fail("listening for peers", absl::UnavailableError("cannot bind " + config.peer_listen));
   }
+
+  DriverOptions dopts;
+  dopts.id = config.id;
+  dopts.tick_ms = config.heartbeat_ms;
+  dopts.election_ticks = std::max(2, config.election_ms / config.heartbeat_ms);
+  absl::StatusOr<std::unique_ptr<RaftDriver>> driver =
+      RaftDriver::Create(dopts, backends->log.get(), &applier, &transport, raft_cq.get());
+  if (!driver.ok()) {
+    peer_server->Shutdown();
+    return Fail("starting the Raft core", driver.status());
+  }
+
+  PeerClients peers(config);
+  ReadIndexForwarder forwarder(config, driver->get(), &applier, &peers);
+  KvService kv(config, driver->get(), &applier, &peers, &forwarder);
+  ClusterService cluster(config, driver->get(), &applier);
 
   grpc::ServerBuilder client_builder;
   int client_port = 0;
@@ -223,7 +225,6 @@ int Run(int argc, char** argv) {
   }
 
   applier.Start();
-  transport.Start();
   (*driver)->Start();
   client_server->GetHealthCheckService()->SetServingStatus(true);
   spdlog::info("raftd node {} of cluster {}: clients on {}, peers on {}, data in {}", config.id,
@@ -240,7 +241,6 @@ int Run(int argc, char** argv) {
   if (!forwarder.WaitIdle(absl::Seconds(5))) {
     spdlog::warn("a forwarded read-index call is still in flight at shutdown");
   }
-  transport.Stop();
   (*driver)->Stop();
   applier.Stop();
   if (absl::Status s = backends->state_machine->Sync(); !s.ok()) {

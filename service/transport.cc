@@ -1,12 +1,12 @@
 #include "service/transport.h"
 
-#include <pthread.h>
-
-#include <atomic>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "service/cq_tag.h"
 #include "spdlog/spdlog.h"
 
 namespace raftkv::service {
@@ -29,211 +29,174 @@ grpc::ChannelArguments PeerChannelArguments() {
   return args;
 }
 
-class Transport::PeerSender {
+// One outbound stream to one peer. At most one operation (start, write,
+// finish or backoff alarm) is in flight at a time, so `state_` alone says
+// which one a completion belongs to.
+class Transport::PeerStream final : public CqTag {
  public:
-  PeerSender(uint64_t self_id, uint64_t cluster_id, uint64_t peer_id, const std::string& addr,
-             const TransportOptions& options)
-      : self_id_(self_id),
-        cluster_id_(cluster_id),
+  PeerStream(Transport* transport, uint64_t peer_id, std::string addr)
+      : transport_(transport),
         peer_id_(peer_id),
-        addr_(addr),
-        options_(options),
-        stub_(v1::Raft::NewStub(grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(),
-                                                          PeerChannelArguments()))) {}
+        addr_(std::move(addr)),
+        stub_(v1::Raft::NewStub(grpc::CreateCustomChannel(
+            addr_, grpc::InsecureChannelCredentials(), PeerChannelArguments()))) {}
 
-  void Start() {
-    thread_ = std::thread([this] {
-      // Linux thread names are at most 15 characters.
-      pthread_setname_np(pthread_self(), absl::StrCat("raftkv-send-", peer_id_ % 1000).c_str());
-      Run();
-    });
-  }
-
-  void Enqueue(raft::Message msg) {
-    absl::MutexLock lock(&mu_);
-    if (stop_ || queue_.size() >= options_.max_queued_messages) {
-      ++dropped_;
+  void Send(raft::Message msg) {
+    if (state_ == State::kDown || state_ == State::kFinishing || state_ == State::kBackoff ||
+        queue_.size() >= transport_->options_.max_queued_messages) {
+      // A broken stream's messages would be stale by the time a new one is
+      // up; the core retransmits what matters.
+      Drop(1);
       return;
     }
     queue_.push_back(std::move(msg));
-  }
-
-  void Stop() {
-    {
-      absl::MutexLock lock(&mu_);
-      stop_ = true;
-      if (active_ != nullptr) active_->TryCancel();
+    if (state_ == State::kIdle) {
+      Connect();
+    } else if (state_ == State::kOpen) {
+      WriteQueued();
     }
-    if (thread_.joinable()) thread_.join();
   }
 
-  uint64_t dropped() const {
-    absl::MutexLock lock(&mu_);
-    return dropped_;
+  void Shutdown() {
+    Drop(queue_.size());
+    queue_.clear();
+    switch (state_) {
+      case State::kStarting:
+      case State::kWriting:
+      case State::kFinishing:
+        context_->TryCancel();  // the operation in flight comes back, then kDown
+        break;
+      case State::kBackoff:
+        backoff_.Cancel();
+        break;
+      case State::kOpen:
+      case State::kIdle:
+        Reset();
+        state_ = State::kDown;
+        break;
+      case State::kDown:
+        break;
+    }
+  }
+
+  void OnComplete(bool ok) override {
+    const bool stopping = transport_->shutting_down_;
+    switch (state_) {
+      case State::kStarting:
+      case State::kWriting:
+        if (state_ == State::kWriting) {
+          if (!ok) Drop(in_flight_);
+          in_flight_ = 0;
+        }
+        if (stopping) {
+          // Dropping the context cancels the call; nothing new is started.
+          Reset();
+          state_ = State::kDown;
+        } else if (!ok) {
+          // The status says why; Finish is the only way to get it.
+          state_ = State::kFinishing;
+          writer_->Finish(&status_, this);
+        } else {
+          if (state_ == State::kStarting) ++streams_opened_;
+          state_ = State::kOpen;
+          WriteQueued();
+        }
+        return;
+      case State::kFinishing:
+        if (batches_ > 0 || !status_.ok()) {
+          spdlog::debug("stream to peer {} ({}) ended after {} batches: {}", peer_id_, addr_,
+                        batches_, status_.error_message());
+        }
+        Reset();
+        Drop(queue_.size());
+        queue_.clear();
+        if (stopping) {
+          state_ = State::kDown;
+        } else {
+          state_ = State::kBackoff;
+          backoff_.Set(transport_->cq_,
+                       absl::ToChronoTime(absl::Now() + absl::Milliseconds(
+                                                           transport_->options_.reconnect_backoff_ms)),
+                       this);
+        }
+        return;
+      case State::kBackoff:
+        // Reconnect lazily: the next message for this peer opens a stream.
+        state_ = stopping ? State::kDown : State::kIdle;
+        return;
+      case State::kOpen:
+      case State::kIdle:
+      case State::kDown:
+        spdlog::critical("peer stream to {} completed an operation in state {}", peer_id_,
+                         static_cast<int>(state_));
+        std::abort();
+    }
   }
 
  private:
-  // The sender thread: (re)opens the stream and writes batches until stopped.
-  void Run() {
-    while (true) {
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(
-            +[](PeerSender* s)
-                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->stop_ || !s->queue_.empty(); },
-            this));
-        if (stop_) return;
-      }
-      grpc::ClientContext ctx;
-      ctx.AddMetadata("raftkv-cluster-id", absl::StrCat(cluster_id_));
-      ctx.AddMetadata("raftkv-from", absl::StrCat(self_id_));
-      {
-        absl::MutexLock lock(&mu_);
-        if (stop_) return;
-        active_ = &ctx;
-      }
-      v1::StreamSummary summary;
-      std::unique_ptr<grpc::ClientWriter<v1::MessageBatch>> writer = stub_->Stream(&ctx, &summary);
-      uint64_t sent = 0;
-      while (true) {
-        v1::MessageBatch batch;
-        {
-          absl::MutexLock lock(&mu_);
-          mu_.Await(absl::Condition(
-              +[](PeerSender* s)
-                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->stop_ || !s->queue_.empty(); },
-              this));
-          if (stop_) break;
-          size_t bytes = 0;
-          while (!queue_.empty() &&
-                 (batch.messages_size() == 0 || bytes < options_.max_batch_bytes)) {
-            bytes += queue_.front().ByteSizeLong();
-            *batch.add_messages() = std::move(queue_.front());
-            queue_.pop_front();
-          }
-        }
-        if (!writer->Write(batch)) {
-          absl::MutexLock lock(&mu_);
-          dropped_ += batch.messages_size();
-          break;
-        }
-        ++sent;
-      }
-      ctx.TryCancel();
-      grpc::Status status = writer->Finish();
-      bool stopping;
-      {
-        absl::MutexLock lock(&mu_);
-        active_ = nullptr;
-        stopping = stop_;
-        // What was queued for a broken stream is stale by the time a new one
-        // is up; the core retransmits what matters.
-        dropped_ += queue_.size();
-        queue_.clear();
-      }
-      if (stopping) return;
-      if (sent > 0 || !status.ok()) {
-        spdlog::debug("stream to peer {} ({}) ended after {} batches: {}", peer_id_, addr_, sent,
-                      status.error_message());
-      }
-      absl::MutexLock lock(&mu_);
-      mu_.AwaitWithTimeout(absl::Condition(&stop_),
-                           absl::Milliseconds(options_.reconnect_backoff_ms));
-      if (stop_) return;
-    }
+  enum class State { kIdle, kStarting, kOpen, kWriting, kFinishing, kBackoff, kDown };
+
+  void Connect() {
+    context_ = std::make_unique<grpc::ClientContext>();
+    context_->AddMetadata("raftkv-cluster-id", absl::StrCat(transport_->cluster_id_));
+    context_->AddMetadata("raftkv-from", absl::StrCat(transport_->self_id_));
+    batches_ = 0;
+    writer_ = stub_->PrepareAsyncStream(context_.get(), &summary_, transport_->cq_);
+    state_ = State::kStarting;
+    writer_->StartCall(this);
   }
 
-  const uint64_t self_id_;
-  const uint64_t cluster_id_;
+  // REQUIRES: state_ == kOpen.
+  void WriteQueued() {
+    if (queue_.empty()) return;
+    size_t bytes = 0, n = 0;
+    while (n < queue_.size() &&
+           (n == 0 || bytes < transport_->options_.max_batch_bytes)) {
+      bytes += queue_[n].ByteSizeLong();
+      *batch_.add_messages() = std::move(queue_[n]);
+      ++n;
+    }
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+    in_flight_ = n;
+    ++batches_;
+    state_ = State::kWriting;
+    // Write serialises the batch before it returns.
+    writer_->Write(batch_, this);
+    batch_.Clear();
+  }
+
+  void Reset() {
+    writer_.reset();
+    context_.reset();
+    status_ = grpc::Status();
+  }
+
+  void Drop(size_t n) {
+    if (n > 0) transport_->dropped_.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  Transport* const transport_;
   const uint64_t peer_id_;
   const std::string addr_;
-  const TransportOptions options_;
-  const std::unique_ptr<v1::Raft::Stub> stub_;  // thread-safe
-  std::thread thread_;
+  const std::unique_ptr<v1::Raft::Stub> stub_;
 
-  mutable absl::Mutex mu_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<raft::Message> queue_ ABSL_GUARDED_BY(mu_);
-  grpc::ClientContext* active_ ABSL_GUARDED_BY(mu_) = nullptr;  // open stream, to cancel
-  uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  State state_ = State::kIdle;
+  std::vector<raft::Message> queue_;  // not yet written
+  size_t in_flight_ = 0;              // messages in the write in flight
+  v1::MessageBatch batch_;
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<grpc::ClientAsyncWriter<v1::MessageBatch>> writer_;
+  v1::StreamSummary summary_;
+  grpc::Status status_;
+  grpc::Alarm backoff_;
+  uint64_t batches_ = 0;
+  uint64_t streams_opened_ = 0;
 };
-
-Transport::Transport(uint64_t self_id, uint64_t cluster_id,
-                     const std::map<uint64_t, std::string>& peer_addrs, TransportOptions options) {
-  for (const auto& [id, addr] : peer_addrs) {
-    if (id == self_id) continue;
-    peers_[id] = std::make_unique<PeerSender>(self_id, cluster_id, id, addr, options);
-  }
-}
-
-Transport::~Transport() { Stop(); }
-
-void Transport::Start() {
-  for (auto& [id, p] : peers_) p->Start();
-}
-
-void Transport::Send(std::vector<raft::Message> messages) {
-  for (raft::Message& m : messages) {
-    auto it = peers_.find(m.to());
-    if (it != peers_.end()) it->second->Enqueue(std::move(m));
-  }
-}
-
-void Transport::Stop() {
-  for (auto& [id, p] : peers_) p->Stop();
-}
-
-uint64_t Transport::dropped() const {
-  uint64_t n = 0;
-  for (const auto& [id, p] : peers_) n += p->dropped();
-  return n;
-}
 
 namespace {
 
-class StreamReactor : public grpc::ServerReadReactor<v1::MessageBatch> {
- public:
-  StreamReactor(uint64_t self_id, uint64_t from, const RaftPeerService::Sink* sink,
-                v1::StreamSummary* summary)
-      : self_id_(self_id), from_(from), sink_(sink), summary_(summary) {
-    StartRead(&batch_);
-  }
-
-  void OnReadDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status::OK);
-      return;
-    }
-    std::vector<raft::Message> msgs;
-    msgs.reserve(batch_.messages_size());
-    for (raft::Message& m : *batch_.mutable_messages()) {
-      if (m.to() != self_id_ || m.from() != from_) continue;
-      msgs.push_back(std::move(m));
-    }
-    batch_.Clear();
-    summary_->set_batches(summary_->batches() + 1);
-    if (!msgs.empty()) (*sink_)(std::move(msgs));
-    StartRead(&batch_);
-  }
-
-  void OnDone() override { delete this; }
-
- private:
-  const uint64_t self_id_;
-  const uint64_t from_;
-  const RaftPeerService::Sink* sink_;
-  v1::StreamSummary* summary_;
-  v1::MessageBatch batch_;
-};
-
-class RejectReactor : public grpc::ServerReadReactor<v1::MessageBatch> {
- public:
-  explicit RejectReactor(grpc::Status status) { Finish(status); }
-  void OnDone() override { delete this; }
-};
-
-std::string Metadata(grpc::CallbackServerContext* ctx, const char* key) {
-  const auto& md = ctx->client_metadata();
+std::string Metadata(const grpc::ServerContext& ctx, const char* key) {
+  const auto& md = ctx.client_metadata();
   auto it = md.find(key);
   if (it == md.end()) return "";
   return std::string(it->second.data(), it->second.size());
@@ -241,27 +204,156 @@ std::string Metadata(grpc::CallbackServerContext* ctx, const char* key) {
 
 }  // namespace
 
-RaftPeerService::RaftPeerService(uint64_t self_id, uint64_t cluster_id, Sink sink)
-    : self_id_(self_id), cluster_id_(cluster_id), sink_(std::move(sink)) {}
+// One accepted (or awaited) inbound stream. Each object first waits for a
+// stream to arrive, then posts a successor to wait for the next one, reads
+// until the peer closes, finishes the call and deletes itself.
+class Transport::InboundStream final : public CqTag {
+ public:
+  explicit InboundStream(Transport* transport) : transport_(transport), reader_(&context_) {
+    transport_->service_.RequestStream(&context_, &reader_, transport_->cq_, transport_->cq_,
+                                       this);
+  }
 
-grpc::ServerReadReactor<v1::MessageBatch>* RaftPeerService::Stream(
-    grpc::CallbackServerContext* context, v1::StreamSummary* summary) {
-  uint64_t cluster = 0, from = 0;
-  if (!absl::SimpleAtoi(Metadata(context, "raftkv-cluster-id"), &cluster) ||
-      !absl::SimpleAtoi(Metadata(context, "raftkv-from"), &from) || from == 0) {
-    return new RejectReactor(
-        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                     "peer stream without raftkv-cluster-id/raftkv-from metadata"));
+  void OnComplete(bool ok) override {
+    switch (state_) {
+      case State::kAccepting:
+        if (!ok || transport_->shutting_down_) {  // the server is shutting down
+          delete this;
+          return;
+        }
+        new InboundStream(transport_);
+        Accept();
+        return;
+      case State::kReading:
+        if (!ok || transport_->shutting_down_) {
+          Finish(grpc::Status::OK);
+          return;
+        }
+        Deliver();
+        reader_.Read(&batch_, this);
+        return;
+      case State::kFinishing:
+        delete this;
+        return;
+    }
   }
-  if (cluster != cluster_id_) {
-    spdlog::warn("refused a peer stream from node {} of cluster {} (this is cluster {})", from,
-                 cluster, cluster_id_);
-    return new RejectReactor(
-        grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                     absl::StrCat("cluster id mismatch: this node belongs to cluster ", cluster_id_,
-                                  ", the stream comes from cluster ", cluster)));
+
+ private:
+  enum class State { kAccepting, kReading, kFinishing };
+
+  void Accept() {
+    uint64_t cluster = 0;
+    if (!absl::SimpleAtoi(Metadata(context_, "raftkv-cluster-id"), &cluster) ||
+        !absl::SimpleAtoi(Metadata(context_, "raftkv-from"), &from_) || from_ == 0) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "peer stream without raftkv-cluster-id/raftkv-from metadata"));
+      return;
+    }
+    if (cluster != transport_->cluster_id_) {
+      spdlog::warn("refused a peer stream from node {} of cluster {} (this is cluster {})", from_,
+                   cluster, transport_->cluster_id_);
+      Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat("cluster id mismatch: this node belongs to cluster ",
+                                       transport_->cluster_id_, ", the stream comes from cluster ",
+                                       cluster)));
+      return;
+    }
+    state_ = State::kReading;
+    reader_.Read(&batch_, this);
   }
-  return new StreamReactor(self_id_, from, &sink_, summary);
+
+  void Deliver() {
+    summary_.set_batches(summary_.batches() + 1);
+    for (const raft::Message& m : batch_.messages()) {
+      if (m.to() != transport_->self_id_ || m.from() != from_) continue;
+      transport_->sink_(m);
+    }
+    batch_.Clear();
+  }
+
+  void Finish(const grpc::Status& status) {
+    if (transport_->shutting_down_) {
+      // The server is down and the queue about to be: no new operation.
+      // Destroying the context cancels whatever is left of the call.
+      delete this;
+      return;
+    }
+    state_ = State::kFinishing;
+    if (status.ok()) {
+      reader_.Finish(summary_, status, this);
+    } else {
+      reader_.FinishWithError(status, this);
+    }
+  }
+
+  Transport* const transport_;
+  State state_ = State::kAccepting;
+  grpc::ServerContext context_;
+  grpc::ServerAsyncReader<v1::StreamSummary, v1::MessageBatch> reader_;
+  v1::MessageBatch batch_;
+  v1::StreamSummary summary_;
+  uint64_t from_ = 0;
+};
+
+// Raft.InstallSnapshot is declared for a later version and not served: each
+// call is answered UNIMPLEMENTED.
+class Transport::SnapshotRejecter final : public CqTag {
+ public:
+  explicit SnapshotRejecter(Transport* transport) : transport_(transport), reader_(&context_) {
+    transport_->service_.RequestInstallSnapshot(&context_, &reader_, transport_->cq_,
+                                                transport_->cq_, this);
+  }
+
+  void OnComplete(bool ok) override {
+    if (!ok || finishing_ || transport_->shutting_down_) {
+      delete this;
+      return;
+    }
+    new SnapshotRejecter(transport_);
+    finishing_ = true;
+    reader_.FinishWithError(
+        grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "InstallSnapshot is not served yet"), this);
+  }
+
+ private:
+  Transport* const transport_;
+  grpc::ServerContext context_;
+  grpc::ServerAsyncReader<v1::Message, v1::Message> reader_;
+  bool finishing_ = false;
+};
+
+Transport::Transport(uint64_t self_id, uint64_t cluster_id,
+                     const std::map<uint64_t, std::string>& peer_addrs, TransportOptions options)
+    : self_id_(self_id), cluster_id_(cluster_id), options_(options) {
+  for (const auto& [id, addr] : peer_addrs) {
+    if (id == self_id) continue;
+    peers_[id] = std::make_unique<PeerStream>(this, id, addr);
+  }
+}
+
+Transport::~Transport() = default;
+
+void Transport::Start(grpc::ServerCompletionQueue* cq, Sink sink) {
+  cq_ = cq;
+  sink_ = std::move(sink);
+  new InboundStream(this);
+  new SnapshotRejecter(this);
+}
+
+void Transport::Send(std::vector<raft::Message> messages) {
+  for (raft::Message& m : messages) {
+    auto it = peers_.find(m.to());
+    if (it == peers_.end()) {
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    it->second->Send(std::move(m));
+  }
+}
+
+void Transport::Shutdown() {
+  shutting_down_ = true;
+  for (auto& [id, p] : peers_) p->Shutdown();
 }
 
 }  // namespace raftkv::service

@@ -1,34 +1,39 @@
-// Transport: raftd's peer-to-peer pipe for core messages (see raft.proto).
+// Transport: raftd's peer-to-peer pipe for core messages (see raft.proto),
+// driven entirely by the Raft thread.
 //
-// Outbound: one PeerSender per peer, each with its own bounded queue and its
-// own thread that keeps ONE long-lived client stream (Raft.Stream) open to that
-// peer and writes everything queued since its previous write as one batch.
-// Send() only appends to a queue and returns: a dead, slow or stopped peer fills
-// (and then overflows, dropping messages, which Raft tolerates) its own queue
-// and never blocks the Raft thread or the other peers. At most one batch per
-// peer is being written at a time; HTTP/2 flow control bounds the bytes in
-// flight beyond that. A failed stream drops its queue and is reopened after a
-// short backoff.
+// Every operation runs through the completion queue that the Raft thread
+// polls (RaftDriver::Run): the thread that steps the core also writes the
+// core's messages to the wire and reads peers' messages off it, with no
+// hand-off to another thread either way. On a small machine a cross-thread
+// wake-up costs as much as the work it hands over, and a put crosses the
+// network four times.
 //
-// Inbound: RaftPeerService accepts those streams and hands each batch to a
-// sink (the Raft driver's inbox), after checking the cluster id and that each
-// message's ends match the stream's.
+// Outbound: one PeerStream per peer keeps ONE long-lived client stream
+// (Raft.Stream) open to that peer. Send() writes at once when no write to that
+// peer is in flight and queues otherwise; when a write completes, everything
+// queued meanwhile goes as the next batch. A dead, slow or stopped peer costs
+// a bounded queue (overflow drops messages, which Raft tolerates) and never
+// blocks the thread or the other peers. A failed stream drops its queue (the
+// core retransmits what matters) and is reopened, after a short backoff, by
+// the next message for that peer.
 //
-// Thread safety: Send() and Stop() may be called from any thread (Send() is
-// called by the Raft thread). Start() and Stop() once each, from main().
+// Inbound: every accepted Raft.Stream is checked (cluster id, sender id in its
+// metadata) and each message read from it that is addressed from that sender
+// to this node goes to the sink, on the Raft thread.
+//
+// Thread safety: none. Construct and register service() before the peer
+// server is built; everything else on the Raft thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "raft/node.h"
 #include "raftkv/v1/raft.grpc.pb.h"
@@ -48,39 +53,51 @@ grpc::ChannelArguments PeerChannelArguments();
 
 class Transport {
  public:
+  // Called for each message received, on the Raft thread.
+  using Sink = std::function<void(const raft::Message&)>;
+
   Transport(uint64_t self_id, uint64_t cluster_id,
             const std::map<uint64_t, std::string>& peer_addrs, TransportOptions options = {});
+  // REQUIRES: Shutdown() was called and `cq` drained (RaftDriver does both).
   ~Transport();
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
-  void Start();
-  // Queues each message for its `to` peer; messages to unknown peers are dropped.
+  // The Raft service to register with the peer server before it is built.
+  grpc::Service* service() { return &service_; }
+
+  // Starts accepting peer streams on `cq` (the peer server's queue, polled by
+  // the calling thread from now on) and opens outbound streams on demand.
+  void Start(grpc::ServerCompletionQueue* cq, Sink sink);
+  // Writes or queues each message for its `to` peer; messages to unknown
+  // peers are dropped.
   void Send(std::vector<raft::Message> messages);
-  // Cancels open streams and joins the sender threads. Idempotent.
-  void Stop();
+  // Cancels every stream and stops accepting new ones. Operations still in
+  // flight complete (with ok=false) through the queue without starting new
+  // ones, so the caller may shut the queue down right after this returns.
+  // REQUIRES: the peer server has been shut down.
+  void Shutdown();
 
-  // Messages dropped so far because a peer's queue was full or its stream failed.
-  uint64_t dropped() const;
-
- private:
-  class PeerSender;
-  std::map<uint64_t, std::unique_ptr<PeerSender>> peers_;  // constant after construction
-};
-
-// The server side of Raft.Stream.
-class RaftPeerService final : public v1::Raft::CallbackService {
- public:
-  using Sink = std::function<void(std::vector<raft::Message>)>;
-  RaftPeerService(uint64_t self_id, uint64_t cluster_id, Sink sink);
-
-  grpc::ServerReadReactor<v1::MessageBatch>* Stream(grpc::CallbackServerContext* context,
-                                                    v1::StreamSummary* summary) override;
+  // Messages dropped so far because a peer's queue was full or its stream
+  // failed. Any thread.
+  uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
 
  private:
+  class PeerStream;
+  class InboundStream;
+  class SnapshotRejecter;
+
   const uint64_t self_id_;
   const uint64_t cluster_id_;
-  const Sink sink_;
+  const TransportOptions options_;
+  v1::Raft::AsyncService service_;
+  std::atomic<uint64_t> dropped_{0};
+
+  // Raft thread only.
+  grpc::ServerCompletionQueue* cq_ = nullptr;
+  Sink sink_;
+  bool shutting_down_ = false;
+  std::map<uint64_t, std::unique_ptr<PeerStream>> peers_;  // keys constant after construction
 };
 
 }  // namespace raftkv::service

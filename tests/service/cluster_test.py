@@ -35,7 +35,8 @@ _STUB_DIR = tempfile.mkdtemp(prefix="raftkv-pystubs-")
 
 
 def _generate_stubs():
-    files = ["raftkv/v1/kv.proto", "raftkv/v1/cluster.proto", "raftkv/v1/state_machine.proto"]
+    files = ["raftkv/v1/kv.proto", "raftkv/v1/cluster.proto", "raftkv/v1/state_machine.proto",
+             "raftkv/v1/raft.proto"]
     subprocess.run(
         ["protoc", "-I" + PROTO_DIR, "--python_out=" + _STUB_DIR, "--grpc_python_out=" + _STUB_DIR,
          "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin"] + files,
@@ -45,6 +46,7 @@ def _generate_stubs():
 
 _generate_stubs()
 from raftkv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2, kv_pb2_grpc  # noqa: E402
+from raftkv.v1 import raft_pb2, raft_pb2_grpc  # noqa: E402
 
 HEARTBEAT_MS = 50
 ELECTION_MS = 500
@@ -515,6 +517,44 @@ class ClusterTest(unittest.TestCase):
                 self.assertEqual(md.get("raftkv-leader"), self.c.client[leader])
         self.c.signal(leader, signal.SIGCONT)
         self.c.wait_leader()
+
+    def test_peer_port_checks_callers(self):
+        """The peer port refuses streams without an identity or from another cluster,
+        ignores messages from unknown senders, answers InstallSnapshot UNIMPLEMENTED, and
+        none of it disturbs the cluster."""
+        self.c.start_all()
+        leader = self.c.wait_leader()
+        term = self.c.status(leader).term
+        with grpc.insecure_channel(self.c.peer[leader]) as ch:
+            raft = raft_pb2_grpc.RaftStub(ch)
+            # A vote request with a huge term would depose the leader if it were stepped.
+            vote = raft_pb2.Message(**{"from": 99, "to": leader, "vote_request":
+                                       raft_pb2.VoteRequest(term=term + 1000, candidate_id=99,
+                                                            last_log_index=1 << 40,
+                                                            last_log_term=term + 1000)})
+            batch = raft_pb2.MessageBatch(messages=[vote])
+            cases = [([], grpc.StatusCode.INVALID_ARGUMENT),
+                     ([("raftkv-cluster-id", "8"), ("raftkv-from", "2")],
+                      grpc.StatusCode.FAILED_PRECONDITION)]
+            for metadata, code in cases:
+                with self.assertRaises(grpc.RpcError) as cm:
+                    raft.Stream(iter([batch]), metadata=metadata, timeout=RPC_TIMEOUT)
+                self.assertEqual(cm.exception.code(), code, metadata)
+            # Right cluster, unknown sender: accepted, and its messages ignored.
+            summary = raft.Stream(iter([batch, batch]),
+                                  metadata=[("raftkv-cluster-id", "7"), ("raftkv-from", "99")],
+                                  timeout=RPC_TIMEOUT)
+            self.assertEqual(summary.batches, 2)
+            with self.assertRaises(grpc.RpcError) as cm:
+                raft.InstallSnapshot(iter([vote]), metadata=[("raftkv-cluster-id", "7")],
+                                     timeout=RPC_TIMEOUT)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        self.c.put(leader, b"after", b"strangers")
+        st = self.c.status(leader)
+        self.assertEqual((st.role, st.term), ("leader", term))
+        for i in self.c.ids:
+            wait_for(lambda: self.c.get(i, b"after", serializable=True).found, 5,
+                     "node %d to apply the write" % i)
 
     def test_raftctl_and_identity(self):
         """raftctl works against the cluster; a data directory of another node is refused."""
