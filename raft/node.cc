@@ -397,6 +397,10 @@ class NodeImpl final : public Node {
     return s;
   }
 
+  NodeSummary Summary() const override {
+    return NodeSummary{CurrentRole(), term_, leader_, log_.committed()};
+  }
+
   absl::Status CheckInvariants() const override {
     if (!log_.violation().empty()) return absl::InternalError(log_.violation());
     if (log_.committed() > log_.LastIndex()) {

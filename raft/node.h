@@ -17,7 +17,9 @@
 //      c. send rd.messages_after_persist (votes, acknowledgements: they promise
 //         what was just persisted);
 //      d. apply rd.committed_entries in order and serve rd.read_states once the
-//         state machine has applied up to each read's index.
+//         state machine has applied up to each read's index. (A Ready without
+//         entries or snapshot that need not be synced may do d before b:
+//         committed entries always come from an earlier, persisted Ready.)
 //   3. Call Advance(): the core now reads those entries from LogStorage.
 // Given the same Config (including random_seed), storage contents and input
 // sequence, a Node produces the same outputs.
@@ -149,6 +151,15 @@ struct NodeStatus {
   std::map<uint64_t, PeerStatus> peers;  // leader only, followers and self
 };
 
+// The few fields a driver publishes after every step; cheap to take, unlike
+// NodeStatus (which copies membership and progress).
+struct NodeSummary {
+  Role role = Role::kFollower;
+  uint64_t term = 0;
+  uint64_t leader = 0;
+  uint64_t commit = 0;
+};
+
 class Node {
  public:
   // Reads the initial state from `storage`, which must outlive the Node.
@@ -186,6 +197,8 @@ class Node {
   virtual void Advance() = 0;
 
   virtual NodeStatus Status() const = 0;
+  // The same role, term, leader and commit as Status(), without copies.
+  virtual NodeSummary Summary() const = 0;
   // Checks the core's own invariants (e.g. commit <= last index, a leader
   // voted for itself, 0 <= match < next). OK when all hold.
   virtual absl::Status CheckInvariants() const = 0;

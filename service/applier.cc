@@ -35,40 +35,41 @@ void Applier::Stop() {
     absl::MutexLock lock(&mu_);
     rest.swap(queue_);
   }
-  for (Item& item : rest) {
-    if (auto* r = std::get_if<Register>(&item)) r->waiter->Failed(down);
-    if (auto* r = std::get_if<Reads>(&item)) {
-      for (auto& w : r->waiters) w->Failed(down);
-    }
-  }
+  for (Item& item : rest) FailItem(item, down);
   for (auto& [index, p] : pending_writes_) p.waiter->Failed(down);
   pending_writes_.clear();
   for (auto& [index, p] : pending_reads_) p.waiter->Failed(down);
   pending_reads_.clear();
 }
 
+void Applier::FailItem(Item& item, const absl::Status& status) {
+  auto fail_reads = [&](ReadBatch& r) {
+    for (auto& w : r.waiters) w->Failed(status);
+  };
+  if (auto* h = std::get_if<Handoff>(&item)) {
+    for (WriteRegistration& w : h->writes) w.waiter->Failed(status);
+    for (ReadBatch& r : h->reads) fail_reads(r);
+  } else if (auto* r = std::get_if<ReadBatch>(&item)) {
+    fail_reads(*r);
+  }
+}
+
 void Applier::Push(Item item) {
   absl::MutexLock lock(&mu_);
   if (stop_) {
-    absl::Status down = absl::UnavailableError("node is shutting down");
-    if (auto* r = std::get_if<Register>(&item)) r->waiter->Failed(down);
-    if (auto* r = std::get_if<Reads>(&item)) {
-      for (auto& w : r->waiters) w->Failed(down);
-    }
+    FailItem(item, absl::UnavailableError("node is shutting down"));
     return;
   }
   queue_.push_back(std::move(item));
 }
 
-void Applier::RegisterWrite(uint64_t index, uint64_t term, std::shared_ptr<WriteWaiter> waiter) {
-  Push(Register{index, term, std::move(waiter)});
+void Applier::Submit(Handoff handoff) {
+  if (!handoff.empty()) Push(std::move(handoff));
 }
-
-void Applier::Committed(std::vector<raft::Entry> entries) { Push(Commit{std::move(entries)}); }
 
 void Applier::AddReads(uint64_t index, uint64_t term,
                        std::vector<std::shared_ptr<ReadWaiter>> waiters) {
-  Push(Reads{index, term, std::move(waiters)});
+  Push(ReadBatch{index, term, std::move(waiters)});
 }
 
 void Applier::LeadershipLost() { Push(Lost{}); }
@@ -92,22 +93,31 @@ void Applier::Run() {
       if (!run.empty()) ApplyEntries(run);
       run.clear();
     };
+    auto add_reads = [&](ReadBatch& r) {
+      for (auto& w : r.waiters) {
+        if (!w->NeedsApply()) {
+          w->Serve(r.index, r.term, nullptr);
+        } else {
+          pending_reads_.emplace(r.index, PendingRead{r.term, std::move(w)});
+        }
+      }
+    };
     for (Item& item : items) {
-      if (auto* c = std::get_if<Commit>(&item)) {
-        for (raft::Entry& e : c->entries) run.push_back(std::move(e));
+      if (auto* h = std::get_if<Handoff>(&item)) {
+        // Registrations may join a run: they only need to precede the
+        // entries they wait for, which come in this or a later hand-off.
+        for (WriteRegistration& w : h->writes) {
+          pending_writes_[w.index] = PendingWrite{w.term, std::move(w.waiter)};
+        }
+        for (raft::Entry& e : h->committed) run.push_back(std::move(e));
+        if (h->reads.empty()) continue;
+        flush();
+        for (ReadBatch& r : h->reads) add_reads(r);
         continue;
       }
       flush();
-      if (auto* r = std::get_if<Register>(&item)) {
-        pending_writes_[r->index] = PendingWrite{r->term, std::move(r->waiter)};
-      } else if (auto* r = std::get_if<Reads>(&item)) {
-        for (auto& w : r->waiters) {
-          if (!w->NeedsApply()) {
-            w->Serve(r->index, r->term, nullptr);
-          } else {
-            pending_reads_.emplace(r->index, PendingRead{r->term, std::move(w)});
-          }
-        }
+      if (auto* r = std::get_if<ReadBatch>(&item)) {
+        add_reads(*r);
       } else if (std::holds_alternative<Lost>(item)) {
         for (auto& [index, p] : pending_writes_) {
           p.waiter->Failed(absl::UnavailableError(

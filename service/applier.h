@@ -40,9 +40,26 @@ class Applier {
   void Stop();
 
   // The entry proposed at (index, term) belongs to `waiter`.
-  void RegisterWrite(uint64_t index, uint64_t term, std::shared_ptr<WriteWaiter> waiter);
-  void Committed(std::vector<raft::Entry> entries);
+  struct WriteRegistration {
+    uint64_t index, term;
+    std::shared_ptr<WriteWaiter> waiter;
+  };
   // Serve `waiters` once applied >= index (index 0: at once, serializable).
+  struct ReadBatch {
+    uint64_t index, term;
+    std::vector<std::shared_ptr<ReadWaiter>> waiters;
+  };
+  // What the Raft thread hands over after a Ready, in one queue operation
+  // (one wake-up of the apply thread), taken in this order: writes proposed
+  // since the last hand-off (each registered before its entry can commit),
+  // newly committed entries, then read states.
+  struct Handoff {
+    std::vector<WriteRegistration> writes;
+    std::vector<raft::Entry> committed;
+    std::vector<ReadBatch> reads;
+    bool empty() const { return writes.empty() && committed.empty() && reads.empty(); }
+  };
+  void Submit(Handoff handoff);
   void AddReads(uint64_t index, uint64_t term, std::vector<std::shared_ptr<ReadWaiter>> waiters);
   // This node stopped being leader: writes still waiting may never commit
   // here; they are failed with UNAVAILABLE (outcome unknown, retry with the
@@ -52,21 +69,11 @@ class Applier {
   uint64_t applied_index() const { return applied_.load(std::memory_order_acquire); }
 
  private:
-  struct Register {
-    uint64_t index, term;
-    std::shared_ptr<WriteWaiter> waiter;
-  };
-  struct Commit {
-    std::vector<raft::Entry> entries;
-  };
-  struct Reads {
-    uint64_t index, term;
-    std::vector<std::shared_ptr<ReadWaiter>> waiters;
-  };
   struct Lost {};
-  using Item = std::variant<Register, Commit, Reads, Lost>;
+  using Item = std::variant<Handoff, ReadBatch, Lost>;
 
   void Push(Item item);
+  static void FailItem(Item& item, const absl::Status& status);
   void Run();
   void ApplyEntries(const std::vector<raft::Entry>& entries);
   void ServeReads();

@@ -72,6 +72,8 @@ void RaftDriver::Stop() {
     for (auto& w : waiters) w->Failed(down);
   }
   reads_.clear();
+  for (Applier::WriteRegistration& w : proposed_) w.waiter->Failed(down);
+  proposed_.clear();
 }
 
 void RaftDriver::FailEvent(Event& event, const absl::Status& status) {
@@ -174,7 +176,7 @@ void RaftDriver::HandleEvents(std::vector<Event>& events) {
       raft::ProposeResult r = node_->Propose(std::move(p->data));
       switch (r.outcome) {
         case raft::ProposeOutcome::kAccepted:
-          applier_->RegisterWrite(r.index, r.term, std::move(p->waiter));
+          proposed_.push_back({r.index, r.term, std::move(p->waiter)});
           break;
         case raft::ProposeOutcome::kNotLeader:
           p->waiter->Failed(absl::UnavailableError("this node is not the leader"));
@@ -203,6 +205,23 @@ void RaftDriver::HandleReadies() {
   while (node_->HasReady()) {
     raft::Ready rd = node_->GetReady();
     if (!rd.messages_send_now.empty()) transport_->Send(std::move(rd.messages_send_now));
+    // Everything for the apply thread goes in one hand-off, before the write
+    // when that write is only a new commit index (no entries, no sync): the
+    // committed entries are already durable here, and applying them need not
+    // wait for a bookkeeping write.
+    Applier::Handoff handoff;
+    handoff.writes = std::move(proposed_);
+    proposed_.clear();
+    handoff.committed = std::move(rd.committed_entries);
+    const uint64_t term = node_->Summary().term;
+    for (raft::ReadState& rs : rd.read_states) {
+      auto it = reads_.find(rs.context);
+      if (it == reads_.end()) continue;
+      handoff.reads.push_back({rs.index, term, std::move(it->second)});
+      reads_.erase(it);
+    }
+    const bool commit_only = rd.entries.empty() && !rd.snapshot.has_value() && !rd.must_sync;
+    if (commit_only) applier_->Submit(std::move(handoff));
     if (rd.MustPersist()) {
       if (absl::Status s = log_->Save(rd.entries, rd.hard_state, rd.must_sync); !s.ok()) {
         // Acknowledging anything now could lose acknowledged writes.
@@ -211,15 +230,7 @@ void RaftDriver::HandleReadies() {
       }
     }
     if (!rd.messages_after_persist.empty()) transport_->Send(std::move(rd.messages_after_persist));
-    if (!rd.committed_entries.empty()) applier_->Committed(std::move(rd.committed_entries));
-    // Status() copies membership and progress: only pay for it when needed.
-    const uint64_t term = rd.read_states.empty() ? 0 : node_->Status().term;
-    for (raft::ReadState& rs : rd.read_states) {
-      auto it = reads_.find(rs.context);
-      if (it == reads_.end()) continue;
-      applier_->AddReads(rs.index, term, std::move(it->second));
-      reads_.erase(it);
-    }
+    if (!commit_only) applier_->Submit(std::move(handoff));
     for (const std::string& ctx : rd.dropped_reads) {
       auto it = reads_.find(ctx);
       if (it == reads_.end()) continue;
@@ -233,9 +244,14 @@ void RaftDriver::HandleReadies() {
 }
 
 void RaftDriver::Publish() {
-  raft::NodeStatus st = node_->Status();
+  const raft::NodeSummary st = node_->Summary();
   const bool leader = st.role == raft::Role::kLeader;
   if (was_leader_ && !leader) {
+    // The apply thread fails every write it knows of: hand it the rest first.
+    Applier::Handoff handoff;
+    handoff.writes = std::move(proposed_);
+    proposed_.clear();
+    applier_->Submit(std::move(handoff));
     applier_->LeadershipLost();
     for (auto& [ctx, waiters] : reads_) {
       for (auto& w : waiters) {

@@ -144,6 +144,9 @@ class RaftDriver {
   raft::Role last_role_ = raft::Role::kFollower;
   uint64_t next_read_id_ = 0;
   std::map<std::string, std::vector<std::shared_ptr<ReadWaiter>>> reads_;  // by ReadIndex context
+  // Accepted proposals not yet handed to the apply thread (they go with the
+  // next hand-off, which precedes the Ready that could commit them).
+  std::vector<Applier::WriteRegistration> proposed_;
 };
 
 }  // namespace raftkv::service

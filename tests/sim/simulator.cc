@@ -356,6 +356,14 @@ absl::Status Simulation::Observe(SimNode& n) {
     return absl::InternalError(absl::StrCat("node ", n.id, " CheckInvariants: ", s.message()));
   }
   raft::NodeStatus st = n.node->Status();
+  // Drivers publish Summary() instead of Status(): the two must agree.
+  const raft::NodeSummary sum = n.node->Summary();
+  if (sum.role != st.role || sum.term != st.term || sum.leader != st.leader ||
+      sum.commit != st.commit) {
+    return absl::InternalError(absl::StrCat("node ", n.id, " Summary() (", raft::RoleName(sum.role),
+                                            ", term ", sum.term, ", leader ", sum.leader,
+                                            ", commit ", sum.commit, ") disagrees with Status()"));
+  }
   if (opt_.verbose && (st.role != n.status.role || st.term != n.status.term)) {
     Log("node ", n.id, " is ", raft::RoleName(st.role), " in term ", st.term, " (last index ",
         st.last_index, ", commit ", st.commit, ")");
