@@ -209,9 +209,15 @@ void RaftDriver::HandleReadies() {
     // when that write is only a new commit index (no entries, no sync): the
     // committed entries are already durable here, and applying them need not
     // wait for a bookkeeping write.
+    // Registrations alone wait for the next hand-off with entries or reads:
+    // waking the apply thread only to file them would cost a wake-up per
+    // Ready for nothing.
     Applier::Handoff handoff;
-    handoff.writes = std::move(proposed_);
-    proposed_.clear();
+    const bool for_applier = !rd.committed_entries.empty() || !rd.read_states.empty();
+    if (for_applier) {
+      handoff.writes = std::move(proposed_);
+      proposed_.clear();
+    }
     handoff.committed = std::move(rd.committed_entries);
     const uint64_t term = node_->Summary().term;
     for (raft::ReadState& rs : rd.read_states) {

@@ -144,8 +144,9 @@ class RaftDriver {
   raft::Role last_role_ = raft::Role::kFollower;
   uint64_t next_read_id_ = 0;
   std::map<std::string, std::vector<std::shared_ptr<ReadWaiter>>> reads_;  // by ReadIndex context
-  // Accepted proposals not yet handed to the apply thread (they go with the
-  // next hand-off, which precedes the Ready that could commit them).
+  // Accepted proposals not yet handed to the apply thread. They go with the
+  // next hand-off that carries committed entries or reads (always ahead of
+  // those), or ahead of the news that leadership was lost.
   std::vector<Applier::WriteRegistration> proposed_;
 };
 
