@@ -64,11 +64,39 @@ void Applier::Push(Item item) {
 }
 
 void Applier::Submit(Handoff handoff) {
-  if (!handoff.empty()) Push(std::move(handoff));
+  if (handoff.empty()) return;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_) {
+      Item item(std::move(handoff));
+      FailItem(item, absl::UnavailableError("node is shutting down"));
+      return;
+    }
+    // A small hand-off while the apply thread is idle is processed right
+    // here: waking that thread would cost more than the work (a lone client's
+    // write waits for it). Big ones go to the thread, which then applies them
+    // while the Raft thread is back to its disk and network.
+    if (busy_ || !queue_.empty() || handoff.committed.size() > kMaxInlineEntries) {
+      queue_.push_back(std::move(handoff));
+      return;
+    }
+    busy_ = true;
+  }
+  std::vector<Item> items;
+  items.push_back(std::move(handoff));
+  Process(items);
+  absl::MutexLock lock(&mu_);
+  busy_ = false;
 }
 
 void Applier::AddReads(uint64_t index, uint64_t term,
                        std::vector<std::shared_ptr<ReadWaiter>> waiters) {
+  if (index == 0) {
+    // Serializable: whatever is applied now, read on the caller's thread (the
+    // state machine serialises its readers and the apply step itself).
+    for (auto& w : waiters) w->Serve(0, term, state_machine_);
+    return;
+  }
   Push(ReadBatch{index, term, std::move(waiters)});
 }
 
@@ -80,12 +108,23 @@ void Applier::Run() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](Applier* a)
-               ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu_) { return a->stop_ || !a->queue_.empty(); },
+          +[](Applier* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu_) {
+            return a->stop_ || (!a->queue_.empty() && !a->busy_);
+          },
           this));
       if (stop_) return;
       items.swap(queue_);
+      busy_ = true;
     }
+    Process(items);
+    items.clear();
+    absl::MutexLock lock(&mu_);
+    busy_ = false;
+  }
+}
+
+void Applier::Process(std::vector<Item>& items) {
+  {
     // Consecutive committed batches are applied with one call: one state
     // machine write per wake-up rather than per Ready.
     std::vector<raft::Entry> run;
@@ -128,7 +167,6 @@ void Applier::Run() {
       }
     }
     flush();
-    items.clear();
     ServeReads();
   }
 }

@@ -1,15 +1,20 @@
-// Applier: the apply thread. It owns the state machine, applies committed
-// entries in log order, completes the writes waiting on them and serves reads
-// once the state machine has applied up to their read index.
+// Applier: the apply thread. It owns the state machine's apply step, applies
+// committed entries in log order, completes the writes waiting on them and
+// serves linearizable reads once the state machine has applied up to their
+// read index.
 //
 // Inputs arrive through one FIFO queue, so their order is the order the Raft
-// thread produced them in: a write is always registered before the Ready that
-// commits its entry, and committed entries come before the read states of the
-// same Ready. Reads forwarded by a follower (AddRead from any thread) join the
-// same queue.
+// thread produced them in: a write is always registered before the hand-off
+// that commits its entry, and committed entries come before the read states of
+// the same Ready. Reads forwarded by a follower (AddReads from any thread) join
+// the same queue. A small hand-off that finds the thread idle and the queue
+// empty is processed on the submitting thread instead (one thread at a time
+// processes, in queue order: busy_ below). Serializable reads (index 0) are
+// served on the caller's thread at once.
 //
-// Thread safety: the public methods may be called from any thread; everything
-// in "apply thread only" below is touched by the apply thread alone.
+// Thread safety: the public methods may be called from any thread; the state
+// under "owned by whichever thread set busy_" is touched by one thread at a
+// time.
 #pragma once
 
 #include <atomic>
@@ -72,8 +77,14 @@ class Applier {
   struct Lost {};
   using Item = std::variant<Handoff, ReadBatch, Lost>;
 
+  // Entries a hand-off may carry and still be processed on the submitting
+  // thread when the apply thread is idle.
+  static constexpr size_t kMaxInlineEntries = 8;
+
   void Push(Item item);
   static void FailItem(Item& item, const absl::Status& status);
+  // Handles `items` in order. REQUIRES: this thread set busy_.
+  void Process(std::vector<Item>& items);
   void Run();
   void ApplyEntries(const std::vector<raft::Entry>& entries);
   void ServeReads();
@@ -85,8 +96,12 @@ class Applier {
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<Item> queue_ ABSL_GUARDED_BY(mu_);
+  // Some thread is processing items. Whoever sets it owns the state below
+  // until it clears it; items queued meanwhile wait for it.
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
 
-  // Apply thread only.
+  // Owned by whichever thread set busy_ (the apply thread, or the Raft thread
+  // processing a small hand-off inline).
   struct PendingWrite {
     uint64_t term;
     std::shared_ptr<WriteWaiter> waiter;

@@ -2,9 +2,9 @@
 // Raft and apply threads need.
 //
 // LogBackend is owned and called by the Raft thread only. StateMachineBackend
-// is owned and called by the apply thread only (reads included: they are
-// served on the apply thread, so no locking is needed). raftd uses the LevelDB
-// implementations in storage/ (OpenBackends).
+// applies on one thread at a time (the Applier's); its reads may come from any
+// thread, concurrently with applying (storage::StateMachine locks). raftd uses
+// the LevelDB implementations in storage/ (OpenBackends).
 #pragma once
 
 #include <cstdint>
@@ -31,7 +31,7 @@ class LogBackend {
                             const std::optional<raft::HardState>& hard_state, bool sync) = 0;
 };
 
-// Reads, as served on the apply thread.
+// Reads; thread-safe.
 class KvStore {
  public:
   virtual ~KvStore() = default;
