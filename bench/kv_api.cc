@@ -39,9 +39,10 @@ struct EtcdService {
   }
 };
 
-// One client's call slot over either service. Per call it allocates only
-// what gRPC itself needs (the ClientContext's call and its arena, which also
-// holds the response reader); the messages are reused.
+// One client's call slot over either service; one call at a time, under the
+// KvCaller contract. Per call it allocates only what gRPC itself needs (the
+// call and its arena, which also holds the response reader); the messages
+// are reused.
 template <typename S>
 class Caller : public KvCaller {
  public:
