@@ -13,87 +13,87 @@
 namespace raftkv::bench {
 namespace {
 
-// Shared by both APIs: a stub, reused request/response messages and a fresh
-// ClientContext per call (a context cannot be reused).
-template <typename Service, typename PutReq, typename PutResp, typename GetReq, typename GetResp>
-class CallerBase : public KvCaller {
- public:
-  CallerBase(std::shared_ptr<grpc::Channel> channel, CallObserver* observer)
-      : stub_(Service::NewStub(std::move(channel))), observer_(observer) {}
+// The two services differ only in their message types and the read method's
+// name (raftkv's Get, etcd's Range).
+struct RaftkvService {
+  using Service = raftkv::v1::KV;
+  using PutRequest = raftkv::v1::PutRequest;
+  using PutResponse = raftkv::v1::PutResponse;
+  using ReadRequest = raftkv::v1::GetRequest;
+  using ReadResponse = raftkv::v1::GetResponse;
+  static auto PrepareRead(Service::Stub* stub, grpc::ClientContext* context,
+                          const ReadRequest& request, grpc::CompletionQueue* cq) {
+    return stub->PrepareAsyncGet(context, request, cq);
+  }
+};
 
- protected:
-  grpc::ClientContext* NewContext(absl::Time deadline) {
+struct EtcdService {
+  using Service = etcdserverpb::KV;
+  using PutRequest = etcdserverpb::PutRequest;
+  using PutResponse = etcdserverpb::PutResponse;
+  using ReadRequest = etcdserverpb::RangeRequest;
+  using ReadResponse = etcdserverpb::RangeResponse;
+  static auto PrepareRead(Service::Stub* stub, grpc::ClientContext* context,
+                          const ReadRequest& request, grpc::CompletionQueue* cq) {
+    return stub->PrepareAsyncRange(context, request, cq);
+  }
+};
+
+// One client's call slot over either service; one call at a time, under the
+// KvCaller contract. Per call it allocates only what gRPC itself needs (the
+// call and its arena, which also holds the response reader); the messages
+// are reused.
+template <typename S>
+class Caller : public KvCaller {
+ public:
+  Caller(std::shared_ptr<grpc::Channel> channel, const std::string& value, bool serializable)
+      : stub_(S::Service::NewStub(std::move(channel))) {
+    put_request_.set_value(value);
+    read_request_.set_serializable(serializable);
+  }
+
+  void Start(OpKind op, const std::string& key, absl::Time deadline, grpc::CompletionQueue* cq,
+             void* tag) override {
+    // The readers live in the previous call's arena, which the context owns:
+    // drop them before the context.
+    put_reader_.reset();
+    read_reader_.reset();
     context_.emplace();
     context_->set_deadline(absl::ToChronoTime(deadline));
-    return &*context_;
+    if (op == OpKind::kPut) {
+      put_request_.set_key(key);
+      put_reader_ = stub_->PrepareAsyncPut(&*context_, put_request_, cq);
+      put_reader_->StartCall();
+      put_reader_->Finish(&put_response_, &status_, tag);
+    } else {
+      read_request_.set_key(key);
+      read_reader_ = S::PrepareRead(stub_.get(), &*context_, read_request_, cq);
+      read_reader_->StartCall();
+      read_reader_->Finish(&read_response_, &status_, tag);
+    }
   }
-  void Done(const grpc::Status& status) { observer_->OnCallDone(status); }
 
-  std::unique_ptr<typename Service::Stub> stub_;
-  CallObserver* const observer_;
+  const grpc::Status& status() const override { return status_; }
+
+ private:
+  const std::unique_ptr<typename S::Service::Stub> stub_;
+  typename S::PutRequest put_request_;
+  typename S::PutResponse put_response_;
+  typename S::ReadRequest read_request_;
+  typename S::ReadResponse read_response_;
+  grpc::Status status_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<typename S::PutResponse>> put_reader_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<typename S::ReadResponse>> read_reader_;
+  // Declared after the readers so that it is destroyed after them.
   std::optional<grpc::ClientContext> context_;
-  PutReq put_request_;
-  PutResp put_response_;
-  GetReq get_request_;
-  GetResp get_response_;
-};
-
-class RaftkvCaller
-    : public CallerBase<raftkv::v1::KV, raftkv::v1::PutRequest, raftkv::v1::PutResponse,
-                        raftkv::v1::GetRequest, raftkv::v1::GetResponse> {
- public:
-  RaftkvCaller(std::shared_ptr<grpc::Channel> channel, const std::string& value, bool serializable,
-               CallObserver* observer)
-      : CallerBase(std::move(channel), observer) {
-    put_request_.set_value(value);
-    get_request_.set_serializable(serializable);
-  }
-
-  void Start(OpKind op, const std::string& key, absl::Time deadline) override {
-    grpc::ClientContext* context = NewContext(deadline);
-    if (op == OpKind::kPut) {
-      put_request_.set_key(key);
-      stub_->async()->Put(context, &put_request_, &put_response_,
-                          [this](grpc::Status s) { Done(s); });
-    } else {
-      get_request_.set_key(key);
-      stub_->async()->Get(context, &get_request_, &get_response_,
-                          [this](grpc::Status s) { Done(s); });
-    }
-  }
-};
-
-class EtcdCaller
-    : public CallerBase<etcdserverpb::KV, etcdserverpb::PutRequest, etcdserverpb::PutResponse,
-                        etcdserverpb::RangeRequest, etcdserverpb::RangeResponse> {
- public:
-  EtcdCaller(std::shared_ptr<grpc::Channel> channel, const std::string& value, bool serializable,
-             CallObserver* observer)
-      : CallerBase(std::move(channel), observer) {
-    put_request_.set_value(value);
-    get_request_.set_serializable(serializable);
-  }
-
-  void Start(OpKind op, const std::string& key, absl::Time deadline) override {
-    grpc::ClientContext* context = NewContext(deadline);
-    if (op == OpKind::kPut) {
-      put_request_.set_key(key);
-      stub_->async()->Put(context, &put_request_, &put_response_,
-                          [this](grpc::Status s) { Done(s); });
-    } else {
-      get_request_.set_key(key);
-      stub_->async()->Range(context, &get_request_, &get_response_,
-                            [this](grpc::Status s) { Done(s); });
-    }
-  }
 };
 
 class RaftkvApi : public KvApi {
  public:
   std::unique_ptr<KvCaller> NewCaller(std::shared_ptr<grpc::Channel> channel,
-                                      const std::string& value, bool serializable,
-                                      CallObserver* observer) const override {
-    return std::make_unique<RaftkvCaller>(std::move(channel), value, serializable, observer);
+                                      const std::string& value,
+                                      bool serializable) const override {
+    return std::make_unique<Caller<RaftkvService>>(std::move(channel), value, serializable);
   }
 
   // Asks each endpoint's Cluster/Status for its role; the one that says
@@ -127,9 +127,9 @@ class RaftkvApi : public KvApi {
 class EtcdApi : public KvApi {
  public:
   std::unique_ptr<KvCaller> NewCaller(std::shared_ptr<grpc::Channel> channel,
-                                      const std::string& value, bool serializable,
-                                      CallObserver* observer) const override {
-    return std::make_unique<EtcdCaller>(std::move(channel), value, serializable, observer);
+                                      const std::string& value,
+                                      bool serializable) const override {
+    return std::make_unique<Caller<EtcdService>>(std::move(channel), value, serializable);
   }
 
   // The minimal etcd API has no Maintenance.Status: the caller names the

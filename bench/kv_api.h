@@ -4,10 +4,13 @@
 //
 // A KvApi is a factory, immutable after construction; any thread may use it.
 // A KvCaller belongs to one logical client and has at most one call
-// outstanding (its request, response and ClientContext are reused per call):
-// Start() may be called from any thread, but only after the previous call's
-// observer has been told it finished. The observer is called exactly once per
-// Start(), on a gRPC callback thread, and must not block.
+// outstanding: it owns the stub, the request and response messages (reused
+// from call to call) and the ClientContext (fresh per call, as gRPC needs).
+// Calls run on gRPC's CompletionQueue API: Start() posts the call's completion
+// to the given queue with the given tag, and status() is valid once that tag
+// has come out of the queue. Start() may be called from any thread, but only
+// after the previous call's tag has come out of its queue (and with a
+// happens-before edge from that thread to this one).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -24,28 +27,25 @@ namespace raftkv::bench {
 
 enum class OpKind { kPut, kGet };
 
-class CallObserver {
- public:
-  virtual ~CallObserver() = default;
-  virtual void OnCallDone(const grpc::Status& status) = 0;
-};
-
 class KvCaller {
  public:
   virtual ~KvCaller() = default;
   // Starts a Put of the caller's fixed value, or a Get (serializable or not,
   // as fixed at construction), of `key`, failing with DEADLINE_EXCEEDED at
-  // `deadline`.
-  virtual void Start(OpKind op, const std::string& key, absl::Time deadline) = 0;
+  // `deadline`. Exactly one event with `tag` comes out of `cq` when the call
+  // has finished. REQUIRES: `cq` is not shut down.
+  virtual void Start(OpKind op, const std::string& key, absl::Time deadline,
+                     grpc::CompletionQueue* cq, void* tag) = 0;
+  // The outcome of the last call, once its tag has come out of the queue.
+  virtual const grpc::Status& status() const = 0;
 };
 
 class KvApi {
  public:
   virtual ~KvApi() = default;
-  // `observer` must outlive the caller.
   virtual std::unique_ptr<KvCaller> NewCaller(std::shared_ptr<grpc::Channel> channel,
-                                              const std::string& value, bool serializable,
-                                              CallObserver* observer) const = 0;
+                                              const std::string& value,
+                                              bool serializable) const = 0;
   // The endpoint (one of `endpoints`) that currently leads, waiting up to
   // `wait` for a cluster that is still electing one.
   virtual absl::StatusOr<std::string> FindLeader(const std::vector<std::string>& endpoints,

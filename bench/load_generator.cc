@@ -1,7 +1,10 @@
 #include "bench/load_generator.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <random>
+#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -9,20 +12,40 @@
 
 namespace raftkv::bench {
 
-class LoadGenerator::Client : public CallObserver {
+// One completion queue and the thread that polls it. The queue and thread
+// are constant after Create(); the results are written by the thread and
+// collected by Run().
+struct LoadGenerator::Worker {
+  explicit Worker(int index) : index(index) {}
+
+  const int index;
+  grpc::CompletionQueue cq;
+  std::thread thread;
+
+  // Live numbers for the progress line; written only by this worker.
+  std::atomic<uint64_t> ok{0};
+  std::atomic<uint64_t> failed{0};
+
+  // Uncontended but for Run() resetting and collecting it between phases;
+  // it keeps a late completion after a phase's hard stop from racing them.
+  absl::Mutex mu;
+  PhaseResult result ABSL_GUARDED_BY(mu);
+  absl::Time last_done ABSL_GUARDED_BY(mu);
+};
+
+// A logical client: its call slot and its key stream. Touched only by the
+// client's own chain of calls, one at a time: on its worker's thread, or on
+// Run()'s thread when Run() starts a call (first calls, rate mode), with gRPC's
+// queue or mu_ ordering the hand-over.
+class LoadGenerator::Client {
  public:
-  Client(LoadGenerator* generator, uint64_t seed) : rng(seed), generator_(generator) {}
+  Client(Worker* worker, uint64_t seed) : worker(worker), rng(seed) {}
 
-  void OnCallDone(const grpc::Status& status) override { generator_->OnCallDone(this, status); }
-
-  // Touched only by this client's own chain of calls, one at a time.
+  Worker* const worker;
   std::unique_ptr<KvCaller> caller;
   std::mt19937_64 rng;
   absl::Time started;
   std::string key;
-
- private:
-  LoadGenerator* const generator_;
 };
 
 uint64_t PhaseResult::error_count() const {
@@ -34,12 +57,12 @@ uint64_t PhaseResult::error_count() const {
 LoadGenerator::LoadGenerator(const Options& options) : options_(options) {}
 
 LoadGenerator::~LoadGenerator() {
-  absl::MutexLock lock(&mu_);
-  if (in_flight_ > 0) {
-    // Run() gave up waiting on calls gRPC never completed; their callbacks
-    // may still come, so the clients they point to must stay valid.
-    for (auto& c : clients_) c.release();
-    for (auto& ch : channels_) new std::shared_ptr<grpc::Channel>(std::move(ch));
+  // A phase that hit its hard stop may leave calls in flight; Next() still
+  // returns them after Shutdown() (they all have deadlines), and their
+  // completions start nothing new because the phase's deadline has passed.
+  for (auto& w : workers_) w->cq.Shutdown();
+  for (auto& w : workers_) {
+    if (w->thread.joinable()) w->thread.join();
   }
 }
 
@@ -58,24 +81,39 @@ absl::StatusOr<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(
     }
     g->channels_.push_back(std::move(channel));
   }
+  const int threads = std::max(1, std::min(options.threads, options.clients));
+  for (int i = 0; i < threads; ++i) g->workers_.push_back(std::make_unique<Worker>(i));
   std::string value(options.val_size, 'x');
   for (int i = 0; i < options.val_size; ++i) value[i] = static_cast<char>('a' + i % 26);
   std::mt19937_64 seeder(0x5eed);
   for (int i = 0; i < options.clients; ++i) {
-    auto client = std::make_unique<Client>(g.get(), seeder());
-    client->caller = api.NewCaller(g->channels_[i % g->channels_.size()], value,
-                                   options.serializable, client.get());
+    auto client = std::make_unique<Client>(g->workers_[i % threads].get(), seeder());
+    client->caller =
+        api.NewCaller(g->channels_[i % g->channels_.size()], value, options.serializable);
     g->clients_.push_back(std::move(client));
+  }
+  for (auto& w : g->workers_) {
+    Worker* worker = w.get();
+    LoadGenerator* generator = g.get();
+    w->thread = std::thread([generator, worker] { generator->Poll(worker); });
   }
   return g;
 }
 
-bool LoadGenerator::Claim() {
-  if (claimed_.fetch_add(1, std::memory_order_relaxed) >= phase_.max_calls) return false;
-  return absl::Now() < deadline_;
+void LoadGenerator::Poll(Worker* w) {
+  pthread_setname_np(pthread_self(), absl::StrCat("bench-cq-", w->index % 1000).c_str());
+  void* tag = nullptr;
+  bool ok = false;
+  // A client-side Finish() always completes with ok == true.
+  while (w->cq.Next(&tag, &ok)) OnCallDone(static_cast<Client*>(tag));
 }
 
-void LoadGenerator::StartCall(Client* c) {
+bool LoadGenerator::Claim(absl::Time now) {
+  if (claimed_.fetch_add(1, std::memory_order_relaxed) >= phase_.max_calls) return false;
+  return now < deadline_;
+}
+
+void LoadGenerator::StartCall(Client* c, absl::Time now) {
   uint64_t n = 0;
   switch (phase_.key_space) {
     case KeySpace::kOne:
@@ -96,58 +134,66 @@ void LoadGenerator::StartCall(Client* c) {
              ? OpKind::kGet
              : OpKind::kPut;
   }
-  c->started = absl::Now();
-  c->caller->Start(op, c->key, c->started + options_.timeout);
+  c->started = now;
+  c->caller->Start(op, c->key, now + options_.timeout, &c->worker->cq, c);
 }
 
-void LoadGenerator::OnCallDone(Client* c, const grpc::Status& status) {
+void LoadGenerator::OnCallDone(Client* c) {
   const absl::Time now = absl::Now();
-  (status.ok() ? done_ok_ : done_failed_).fetch_add(1, std::memory_order_relaxed);
-  bool next = false;
+  const grpc::Status& status = c->caller->status();
+  Worker* w = c->worker;
   {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&w->mu);
     if (status.ok()) {
-      ++result_.ok;
-      result_.latency_ns.Record(
+      ++w->result.ok;
+      w->result.latency_ns.Record(
           static_cast<uint64_t>(std::max<int64_t>(0, absl::ToInt64Nanoseconds(now - c->started))));
     } else {
-      ErrorCount& e = result_.errors[status.error_code()];
+      ErrorCount& e = w->result.errors[status.error_code()];
       if (e.count++ == 0) e.first_message = status.error_message();
     }
-    last_done_ = std::max(last_done_, now);
-    if (phase_.rate > 0) {
-      idle_.push_back(c);
-      --in_flight_;
-    } else if (Claim()) {
-      next = true;
-    } else {
-      --in_flight_;
-    }
+    w->last_done = std::max(w->last_done, now);
   }
-  if (next) StartCall(c);
+  std::atomic<uint64_t>& done = status.ok() ? w->ok : w->failed;
+  done.store(done.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (phase_.rate <= 0 && Claim(now)) {
+    StartCall(c, now);  // on this thread, at once: no hand-off
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  if (phase_.rate > 0) idle_.push_back(c);
+  --in_flight_;
 }
 
 PhaseResult LoadGenerator::Run(const Phase& phase,
                                const std::function<void(const Progress&)>& on_progress) {
   const absl::Time start = absl::Now();
+  for (auto& w : workers_) {
+    absl::MutexLock lock(&w->mu);
+    w->result = PhaseResult();
+    w->last_done = start;
+    w->ok = 0;
+    w->failed = 0;
+  }
   {
     absl::MutexLock lock(&mu_);
-    result_ = PhaseResult();
     idle_.clear();
     in_flight_ = 0;
-    last_done_ = start;
     phase_ = phase;
     deadline_ = start + phase.max_time;
     claimed_ = 0;
     sequence_ = 0;
-    done_ok_ = 0;
-    done_failed_ = 0;
   }
   absl::Time next_progress = start + absl::Seconds(1);
   auto maybe_progress = [&](absl::Time now) {
     if (!on_progress || now < next_progress) return;
     next_progress = now + absl::Seconds(1);
-    on_progress(Progress{now - start, done_ok_.load(), done_failed_.load()});
+    Progress p{now - start, 0, 0};
+    for (const auto& w : workers_) {
+      p.ok += w->ok.load(std::memory_order_relaxed);
+      p.failed += w->failed.load(std::memory_order_relaxed);
+    }
+    on_progress(p);
   };
 
   if (phase.rate <= 0) {
@@ -155,12 +201,12 @@ PhaseResult LoadGenerator::Run(const Phase& phase,
     {
       absl::MutexLock lock(&mu_);
       for (auto& c : clients_) {
-        if (!Claim()) break;
+        if (!Claim(start)) break;
         ++in_flight_;
         first.push_back(c.get());
       }
     }
-    for (Client* c : first) StartCall(c);
+    for (Client* c : first) StartCall(c, absl::Now());
   } else {
     // The pacer: start calls on idle clients as they fall due. A call due
     // while every client is busy starts late, when a client comes free.
@@ -179,7 +225,7 @@ PhaseResult LoadGenerator::Run(const Phase& phase,
       {
         absl::MutexLock lock(&mu_);
         while (started < due && !idle_.empty()) {
-          if (!Claim()) {
+          if (!Claim(now)) {
             started = phase.max_calls;  // budget or time is spent
             break;
           }
@@ -189,7 +235,7 @@ PhaseResult LoadGenerator::Run(const Phase& phase,
           ++started;
         }
       }
-      for (Client* c : batch) StartCall(c);
+      for (Client* c : batch) StartCall(c, absl::Now());
       maybe_progress(now);
       absl::SleepFor(absl::Microseconds(500));
     }
@@ -198,28 +244,46 @@ PhaseResult LoadGenerator::Run(const Phase& phase,
   // Every call has its own deadline, so all finish by the phase deadline plus
   // the call timeout; the extra margin covers a slow gRPC shutdown of a call.
   const absl::Time hard_stop = deadline_ + options_.timeout + absl::Seconds(10);
-  absl::MutexLock lock(&mu_);
-  auto none_in_flight = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; };
-  while (in_flight_ > 0) {
-    const absl::Time now = absl::Now();
-    if (now >= hard_stop) {
-      ErrorCount& e = result_.errors[grpc::StatusCode::INTERNAL];
-      e.count += static_cast<uint64_t>(in_flight_);
-      e.first_message = absl::StrCat(in_flight_, " calls never completed");
-      break;
+  int never_completed = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto none_in_flight = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; };
+    while (in_flight_ > 0) {
+      const absl::Time now = absl::Now();
+      if (now >= hard_stop) {
+        never_completed = in_flight_;
+        break;
+      }
+      if (on_progress && now >= next_progress) {
+        mu_.Unlock();
+        maybe_progress(now);
+        mu_.Lock();
+        continue;
+      }
+      mu_.AwaitWithDeadline(absl::Condition(&none_in_flight),
+                            on_progress ? std::min(next_progress, hard_stop) : hard_stop);
     }
-    if (on_progress && now >= next_progress) {
-      mu_.Unlock();
-      maybe_progress(now);
-      mu_.Lock();
-      continue;
-    }
-    mu_.AwaitWithDeadline(absl::Condition(&none_in_flight),
-                          on_progress ? std::min(next_progress, hard_stop) : hard_stop);
   }
-  PhaseResult result = std::move(result_);
-  result.elapsed = last_done_ - start;
-  result_ = PhaseResult();
+  PhaseResult result;
+  absl::Time last_done = start;
+  for (auto& w : workers_) {
+    absl::MutexLock lock(&w->mu);
+    result.ok += w->result.ok;
+    result.latency_ns.Merge(w->result.latency_ns);
+    for (const auto& [code, e] : w->result.errors) {
+      ErrorCount& into = result.errors[code];
+      if (into.count == 0) into.first_message = e.first_message;
+      into.count += e.count;
+    }
+    last_done = std::max(last_done, w->last_done);
+    w->result = PhaseResult();
+  }
+  if (never_completed > 0) {
+    ErrorCount& e = result.errors[grpc::StatusCode::INTERNAL];
+    e.count += static_cast<uint64_t>(never_completed);
+    e.first_message = absl::StrCat(never_completed, " calls never completed");
+  }
+  result.elapsed = last_done - start;
   return result;
 }
 

@@ -1,16 +1,21 @@
 // LoadGenerator: drives a service with many concurrent logical clients over a
 // fixed set of gRPC channels, and measures what comes back.
 //
-// It owns the channels and the clients. Each client has at most one call in
-// flight; when a call finishes its gRPC callback records the latency and
-// starts the client's next call at once (or, with a target rate, hands the
-// client back to the pacer), so thousands of clients need no thread each.
+// It owns the channels, the clients and `threads` worker threads
+// ("bench-cq-N"), each polling its own grpc::CompletionQueue. Each client
+// belongs to one worker and has at most one call in flight, posted to that
+// worker's queue; when the call completes the worker records it and starts
+// the client's next call itself (or, with a target rate, hands the client
+// back to the pacer), so thousands of clients need no thread each and a
+// completion never hops to another thread. gRPC's callback API would run the
+// same work on its own global pool and hand it between threads per call.
 //
 // Run() is called from one thread at a time (the bench's main thread) and
-// blocks until every call of the phase has finished. The clients' callbacks
-// run on gRPC's threads and touch only the phase state below, under mu_ or
-// through atomics. Every phase is bounded by a call count and a wall-clock
-// deadline; calls carry their own deadline too, so Run() always returns.
+// blocks until every call of the phase has finished. Workers touch only the
+// phase state below: their own results under their own mutex, the shared
+// counters through atomics, and in_flight_/idle_ under mu_. Every phase is
+// bounded by a call count and a wall-clock deadline; calls carry their own
+// deadline too, so Run() always returns and the destructor's join ends.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -67,11 +72,14 @@ struct Progress {
 class LoadGenerator {
  public:
   // Opens `options.conns` channels over `targets` (channel i goes to
-  // targets[i % size]) and waits up to `connect_wait` for each to connect.
+  // targets[i % size]), waits up to `connect_wait` for each to connect, and
+  // starts min(options.threads, options.clients) workers; client i uses
+  // channel i % conns and worker i % threads.
   static absl::StatusOr<std::unique_ptr<LoadGenerator>> Create(
       const Options& options, const KvApi& api, const std::vector<std::string>& targets,
       absl::Duration connect_wait);
 
+  // Shuts the completion queues down and joins the workers.
   ~LoadGenerator();
   LoadGenerator(const LoadGenerator&) = delete;
   LoadGenerator& operator=(const LoadGenerator&) = delete;
@@ -80,33 +88,39 @@ class LoadGenerator {
   // once a second from this thread.
   PhaseResult Run(const Phase& phase, const std::function<void(const Progress&)>& on_progress);
 
+  // The number of worker threads.
+  int threads() const { return static_cast<int>(workers_.size()); }
+
  private:
   class Client;
+  struct Worker;
 
   explicit LoadGenerator(const Options& options);
 
+  // A worker thread's loop: handles its queue's completions until the queue
+  // is shut down and drained.
+  void Poll(Worker* worker);
   // Reserves the right to start one more call in this phase.
-  bool Claim();
-  void StartCall(Client* client);
-  void OnCallDone(Client* client, const grpc::Status& status);
+  bool Claim(absl::Time now);
+  // Starts the client's next call; `now` is its start time.
+  void StartCall(Client* client, absl::Time now);
+  // On the client's worker thread, once its call's tag came out of the queue.
+  void OnCallDone(Client* client);
 
   const Options options_;
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<Client>> clients_;
 
-  // Phase state. Set by Run() before any call starts, read by callbacks.
+  // Phase state. Set by Run() before any call starts, read by the workers.
   Phase phase_;
   absl::Time deadline_;
   std::atomic<uint64_t> claimed_{0};
   std::atomic<uint64_t> sequence_{0};
-  std::atomic<uint64_t> done_ok_{0};
-  std::atomic<uint64_t> done_failed_{0};
 
   absl::Mutex mu_;
-  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // clients with a call in flight or about to start
   std::vector<Client*> idle_ ABSL_GUARDED_BY(mu_);  // rate mode: clients waiting for the pacer
-  PhaseResult result_ ABSL_GUARDED_BY(mu_);
-  absl::Time last_done_ ABSL_GUARDED_BY(mu_);
 };
 
 // Writes key number n as exactly `size` bytes: decimal digits, zero-padded

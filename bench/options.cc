@@ -1,6 +1,8 @@
 #include "bench/options.h"
 
+#include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -102,6 +104,8 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv) {
   Options o;
   o.max_duration = absl::Minutes(10);
   o.timeout = absl::Seconds(10);
+  o.threads = std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1,
+                         Options::kMaxThreads);
   std::vector<std::pair<std::string, std::string>> flags;
   std::vector<std::string> positional;
   for (int i = 1; i < argc; ++i) {
@@ -189,6 +193,10 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv) {
       auto v = ParseInt(name, value, 1, Options::kMaxClients);
       if (!v.ok()) return v.status();
       o.clients = static_cast<int>(*v);
+    } else if (name == "threads") {
+      auto v = ParseInt(name, value, 1, Options::kMaxThreads);
+      if (!v.ok()) return v.status();
+      o.threads = static_cast<int>(*v);
     } else if (name == "total") {
       auto v = ParseInt(name, value, 0, Options::kMaxTotal);
       if (!v.ok()) return v.status();
@@ -284,6 +292,8 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv) {
     return Bad("conns", absl::StrCat(o.conns, " connections for ", o.clients,
                                      " clients would leave connections idle"));
   }
+  // A thread with no client would only poll an empty queue.
+  o.threads = std::min(o.threads, o.clients);
   if (o.key_size < 20) {
     uint64_t capacity = 1;
     for (int i = 0; i < o.key_size; ++i) capacity *= 10;
@@ -312,6 +322,9 @@ reports throughput, latency percentiles and errors by status code.
                          the first endpoint is taken as the leader)
   --conns=N              gRPC connections (separate TCP connections)   [1]
   --clients=N            concurrent clients, one call outstanding each  [1]
+  --threads=N            threads polling gRPC completion queues; each client
+                         belongs to one (more than --clients are not started)
+                                                            [one per core]
   --total=N              stop after N calls                [10000 unless --duration]
   --duration=T           stop after T (e.g. 10s)            [no limit]
   --max-duration=T       time bound of a --total run        [10m]

@@ -1,5 +1,6 @@
 // Options of `raftctl bench` / `raftkv-bench`: the parsed and checked command
-// line. ParseOptions() is a pure function (no I/O), so any thread may call it;
+// line. ParseOptions() is a pure function (no I/O; it only asks how many
+// cores there are, for the default of --threads), so any thread may call it;
 // an Options value is immutable once parsed.
 //
 // Invariants of a parsed Options: every endpoint is host:port on a loopback
@@ -26,6 +27,7 @@ struct Options {
   static constexpr uint64_t kMaxTotal = 1'000'000'000;
   static constexpr int kMaxClients = 100'000;
   static constexpr int kMaxConns = 10'000;
+  static constexpr int kMaxThreads = 256;
 
   bool help = false;  // --help: print Usage() and do nothing else
   Workload workload = Workload::kPut;
@@ -34,6 +36,7 @@ struct Options {
   Target target = Target::kLeader;
   int conns = 1;                // gRPC channels, each its own TCP connection
   int clients = 1;              // concurrent logical clients, each one call at a time
+  int threads = 1;              // completion-queue threads (default: one per core)
   uint64_t total = 0;           // stop after this many calls (0: no count limit)
   absl::Duration duration;      // stop after this long (0: no time limit)
   absl::Duration max_duration;  // the time bound when only total is given

@@ -61,9 +61,10 @@ std::string JsonString(const std::string& s) {
 std::string FormatText(const Options& o, const std::string& target, const PhaseResult& r) {
   const Histogram& h = r.latency_ns;
   std::string out = absl::StrFormat(
-      "%s against %s (%s): %d conns, %d clients, %d-byte keys (%s), %d-byte values%s\n",
+      "%s against %s (%s): %d conns, %d clients, %d threads, %d-byte keys (%s), %d-byte "
+      "values%s\n",
       Name(o.workload), o.api == Api::kEtcd ? "etcd" : "raftkv", target, o.conns, o.clients,
-      o.key_size,
+      o.threads, o.key_size,
       o.key_space == KeySpace::kOne ? std::string("one key")
                                     : absl::StrCat(Name(o.key_space), " of ", o.keys),
       o.val_size,
@@ -105,11 +106,11 @@ std::string FormatJson(const Options& o, const std::string& target, const PhaseR
                         JsonString(target));
   absl::StrAppendFormat(&out, "\"endpoints\": [%s], ", absl::StrJoin(endpoints, ", "));
   absl::StrAppendFormat(&out,
-                        "\"conns\": %d, \"clients\": %d, \"key_size\": %d, \"key_space\": "
-                        "\"%s\", \"keys\": %d, \"val_size\": %d, \"consistency\": \"%s\", "
-                        "\"rate\": %g, ",
-                        o.conns, o.clients, o.key_size, Name(o.key_space), o.keys, o.val_size,
-                        o.serializable ? "s" : "l", o.rate);
+                        "\"conns\": %d, \"clients\": %d, \"threads\": %d, \"key_size\": %d, "
+                        "\"key_space\": \"%s\", \"keys\": %d, \"val_size\": %d, "
+                        "\"consistency\": \"%s\", \"rate\": %g, ",
+                        o.conns, o.clients, o.threads, o.key_size, Name(o.key_space), o.keys,
+                        o.val_size, o.serializable ? "s" : "l", o.rate);
   absl::StrAppendFormat(&out,
                         "\"ok\": %d, \"failed\": %d, \"elapsed_s\": %.6f, \"throughput\": %.3f, ",
                         r.ok, r.error_count(), absl::ToDoubleSeconds(r.elapsed), Throughput(r));

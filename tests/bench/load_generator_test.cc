@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -246,6 +248,64 @@ TEST(LoadGeneratorTest, ErrorsAreCountedByStatusCodeWithTheServersMessage) {
   EXPECT_EQ(e.count, c.failed);
   EXPECT_EQ(e.first_message, "no leader");
   EXPECT_EQ(StatusCodeName(grpc::StatusCode::UNAVAILABLE), "UNAVAILABLE");
+}
+
+// The names of this process's threads that start with `prefix`.
+std::vector<std::string> ThreadsNamed(const std::string& prefix) {
+  std::vector<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name) && name.rfind(prefix, 0) == 0) names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(LoadGeneratorTest, ManyClientsOnTwoQueueThreadsCompleteExactlyTheTotal) {
+  FakeServer server({.hold = 50});
+  const auto o = MustParse({"put", "--endpoints=" + server.endpoint(), "--clients=300",
+                            "--conns=6", "--threads=2", "--total=5000", "--key-space=sequential",
+                            "--keys=5000"});
+  const auto api = NewRaftkvApi();
+  auto g = MustCreate(o, *api, server.endpoint());
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(g->threads(), 2);
+  EXPECT_EQ(ThreadsNamed("bench-cq-"), (std::vector<std::string>{"bench-cq-0", "bench-cq-1"}));
+  // Two phases on the same threads: the second starts from clean counts.
+  for (int phase = 0; phase < 2; ++phase) {
+    const PhaseResult r = g->Run(PhaseOf(o), nullptr);
+    EXPECT_EQ(r.ok, 5000u);
+    EXPECT_EQ(r.error_count(), 0u);
+    EXPECT_EQ(r.latency_ns.count(), 5000u);
+  }
+  const auto c = server.counts();
+  EXPECT_EQ(c.puts, 10000u);
+  EXPECT_EQ(c.store.size(), 5000u);
+  EXPECT_EQ(c.peers.size(), 6u);
+  // Replies were held until 50 calls waited: the clients of both threads
+  // were in flight together.
+  EXPECT_GE(c.max_pending, 50u);
+  g.reset();
+  EXPECT_THAT(ThreadsNamed("bench-cq-"), ::testing::IsEmpty());
+}
+
+TEST(LoadGeneratorTest, ErrorsFromEveryThreadAreMergedByStatusCode) {
+  FakeServer server({.fail_digit = '3'});
+  const auto o = MustParse({"put", "--endpoints=" + server.endpoint(), "--clients=40",
+                            "--conns=4", "--threads=3", "--total=2000", "--keys=1000"});
+  const auto api = NewRaftkvApi();
+  auto g = MustCreate(o, *api, server.endpoint());
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(g->threads(), 3);
+  const PhaseResult r = g->Run(PhaseOf(o), nullptr);
+  const auto c = server.counts();
+  EXPECT_EQ(c.puts, 2000u);
+  EXPECT_EQ(r.ok, c.ok);
+  EXPECT_EQ(r.latency_ns.count(), c.ok);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors.at(grpc::StatusCode::UNAVAILABLE).count, c.failed);
+  EXPECT_EQ(r.errors.at(grpc::StatusCode::UNAVAILABLE).first_message, "no leader");
 }
 
 TEST(LoadGeneratorTest, EachConnectionIsItsOwnTcpConnection) {

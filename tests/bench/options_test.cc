@@ -2,7 +2,9 @@
 // clear error naming the flag for every bad input.
 #include "bench/options.h"
 
+#include <algorithm>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -61,6 +63,7 @@ TEST(OptionsTest, BothFlagFormsAndEveryOption) {
                         "--conns=16",
                         "--clients",
                         "1000",
+                        "--threads=3",
                         "--total=5000",
                         "--duration=1.5",
                         "--warmup=500ms",
@@ -82,6 +85,7 @@ TEST(OptionsTest, BothFlagFormsAndEveryOption) {
   EXPECT_EQ(o->target, Target::kAll);
   EXPECT_EQ(o->conns, 16);
   EXPECT_EQ(o->clients, 1000);
+  EXPECT_EQ(o->threads, 3);
   EXPECT_EQ(o->total, 5000u);
   EXPECT_EQ(o->duration, absl::Milliseconds(1500));
   EXPECT_EQ(o->warmup, absl::Milliseconds(500));
@@ -95,6 +99,16 @@ TEST(OptionsTest, BothFlagFormsAndEveryOption) {
   EXPECT_TRUE(o->prefill);
   EXPECT_EQ(o->timeout, absl::Seconds(2));
   EXPECT_TRUE(o->json);
+}
+
+TEST(OptionsTest, ThreadsDefaultToOnePerCoreButNeverExceedTheClients) {
+  const auto many = Parse({"put", "--clients=1000"});
+  ASSERT_TRUE(many.ok()) << many.status();
+  EXPECT_EQ(many->threads, std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1,
+                                      Options::kMaxThreads));
+  const auto one = Parse({"put", "--clients=1", "--threads=8"});
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->threads, 1);
 }
 
 TEST(OptionsTest, EtcdDefaultsToItsClientPort) {
@@ -118,6 +132,8 @@ TEST(OptionsTest, BadInputNamesTheProblem) {
   ExpectInvalid({"put", "--clients=abc"}, "not an integer");
   ExpectInvalid({"put", "--clients"}, "needs a value");
   ExpectInvalid({"put", "--conns=8", "--clients=4"}, "--conns");
+  ExpectInvalid({"put", "--threads=0"}, "--threads");
+  ExpectInvalid({"put", "--threads=100000"}, "out of range");
   ExpectInvalid({"put", "--duration=forever"}, "--duration");
   ExpectInvalid({"put", "--duration=2h"}, "out of range");
   ExpectInvalid({"put", "--rate=-1"}, "--rate");
