@@ -5,7 +5,14 @@
 //   LogAppendSync/N      LogStore::Save of N entries (~150 B each) + hard
 //                        state, synced: the group-commit curve (entries/s).
 //   LogAppendNoSync/N    the same without fsync: the CPU cost of Save.
-//   Apply/N              StateMachine::Apply of N put entries per call.
+//   Apply/N              StateMachine::Apply of N put entries per call, each
+//                        with a client session (64 clients), 96 B values.
+//   ApplyPut/N           the cluster bench's put load: N puts per call without
+//                        sessions, random 8-byte keys out of 100,000 (all
+//                        present: the store is filled first), 256 B values.
+//                        CPU time counts every thread of the process, so it
+//                        includes LevelDB's compaction thread.
+//   ApplyPutSession/N    ApplyPut with a session per command (1,000 clients).
 //   Range/N              StateMachine::Range of N keys from a random start.
 //   Get                  StateMachine::Get of a random key.
 //
@@ -16,6 +23,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 
@@ -143,6 +151,94 @@ void Apply(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
 }
 BENCHMARK(Apply)->Arg(1)->Arg(64)->Arg(1024)->UseRealTime();
+
+// The load generator's values: 'a'..'z' repeated (bench/load_generator.cc).
+std::string BenchValue(size_t size) {
+  std::string v(size, 'x');
+  for (size_t i = 0; i < size; ++i) v[i] = static_cast<char>('a' + i % 26);
+  return v;
+}
+
+// An 8-byte zero-padded decimal key, as the load generator formats them.
+std::string BenchKey(uint64_t n) {
+  std::string k(8, '0');
+  for (int i = 7; i >= 0 && n > 0; --i) {
+    k[i] = static_cast<char>('0' + n % 10);
+    n /= 10;
+  }
+  return k;
+}
+
+void ApplyPutLoad(benchmark::State& state, bool sessions) {
+  constexpr uint64_t kKeys = 100000;
+  constexpr uint64_t kClients = 1000;
+  BenchDir dir;
+  auto sm = StateMachine::Open(dir.path(), {});
+  if (!sm.ok()) {
+    state.SkipWithError(sm.status().ToString().c_str());
+    return;
+  }
+  const std::string value = BenchValue(256);
+  uint64_t next = 1;
+  std::vector<uint64_t> sequence(kClients + 1, 0);
+  auto make = [&](raft::Entry* e, uint64_t key) {
+    v1::Command c;
+    if (sessions) {
+      const uint64_t client = 1 + next % kClients;
+      c.set_client_id(client);
+      c.set_sequence(++sequence[client]);
+    }
+    c.mutable_put()->set_key(BenchKey(key));
+    c.mutable_put()->set_value(value);
+    e->set_term(1);
+    e->set_index(next++);
+    e->set_data(c.SerializeAsString());
+  };
+  std::vector<raft::Entry> fill(1000);
+  for (uint64_t k = 0; k < kKeys; k += fill.size()) {
+    for (size_t i = 0; i < fill.size(); ++i) make(&fill[i], k + i);
+    if (!(*sm)->Apply(fill).ok()) {
+      state.SkipWithError("fill failed");
+      return;
+    }
+  }
+  // Pre-built batches, so that the timed loop only renumbers them.
+  const size_t n = static_cast<size_t>(state.range(0));
+  std::mt19937_64 rng(3);
+  std::vector<std::vector<raft::Entry>> batches(std::max<size_t>(1, 65536 / n));
+  for (auto& b : batches) {
+    b.resize(n);
+    for (auto& e : b) make(&e, rng() % kKeys);
+  }
+  size_t round = 0;
+  for (auto _ : state) {
+    std::vector<raft::Entry>& b = batches[round++ % batches.size()];
+    if (sessions) {
+      // Re-number sequences too, or every replayed command is a retry.
+      state.PauseTiming();
+      for (auto& e : b) {
+        v1::Command c;
+        c.ParseFromString(e.data());
+        c.set_sequence(++sequence[c.client_id()]);
+        e.set_data(c.SerializeAsString());
+      }
+      state.ResumeTiming();
+    }
+    for (auto& e : b) e.set_index(next++);
+    auto r = (*sm)->Apply(b);
+    if (!r.ok()) {
+      state.SkipWithError(r.status().ToString().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
+}
+
+void ApplyPut(benchmark::State& state) { ApplyPutLoad(state, false); }
+void ApplyPutSession(benchmark::State& state) { ApplyPutLoad(state, true); }
+BENCHMARK(ApplyPut)->Arg(1)->Arg(64)->Arg(1024)->UseRealTime()->MeasureProcessCPUTime();
+BENCHMARK(ApplyPutSession)->Arg(64)->UseRealTime()->MeasureProcessCPUTime();
 
 // A state machine with 100k keys, filled once and shared by the read
 // benchmarks; closed and removed at exit (statics die in reverse order).
