@@ -154,13 +154,33 @@ absl::StatusOr<std::optional<std::string>> ReadActive(const std::string& dir) {
 
 }  // namespace
 
+namespace {
+
+// A row cache entry: a stored key's value and revisions.
+struct Row {
+  std::string value;
+  int64_t create_revision;
+  int64_t mod_revision;
+  int64_t version;
+};
+
+void DeleteRow(const leveldb::Slice& /*key*/, void* row) { delete static_cast<Row*>(row); }
+
+std::unique_ptr<leveldb::Cache> NewRowCache(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  return std::unique_ptr<leveldb::Cache>(leveldb::NewLRUCache(bytes));
+}
+
+}  // namespace
+
 StateMachine::StateMachine(std::string dir, const StateMachineOptions& options)
     : dir_(std::move(dir)),
       options_(options),
       block_cache_(options.block_cache_bytes > 0 ? leveldb::NewLRUCache(options.block_cache_bytes)
                                                  : nullptr),
       env_(internal::NewCachingReadEnv(options.env != nullptr ? options.env
-                                                              : leveldb::Env::Default())) {}
+                                                              : leveldb::Env::Default())),
+      rows_(NewRowCache(options.row_cache_bytes)) {}
 
 StateMachine::~StateMachine() = default;
 
@@ -390,6 +410,19 @@ absl::Status StateMachine::LoadPrev(std::string_view key, Pending& p, KeyValue* 
     }
     return absl::OkStatus();
   }
+  if (rows_ != nullptr) {
+    if (leveldb::Cache::Handle* h = rows_->Lookup(leveldb::Slice(key.data(), key.size()))) {
+      const Row& row = *static_cast<const Row*>(rows_->Value(h));
+      prev->set_key(key.data(), key.size());
+      prev->set_value(row.value);
+      prev->set_create_revision(row.create_revision);
+      prev->set_mod_revision(row.mod_revision);
+      prev->set_version(row.version);
+      rows_->Release(h);
+      *exists = true;
+      return absl::OkStatus();
+    }
+  }
   p.db_key.assign(1, internal::kDataPrefix);
   p.db_key.append(key);
   leveldb::Status ls = db_->Get(internal::VerifiedRead(), p.db_key, &p.db_value);
@@ -431,7 +464,7 @@ absl::StatusOr<std::optional<StateMachine::SessionRef>> StateMachine::LookupSess
   return s;
 }
 
-absl::Status StateMachine::ApplyCommand(const Command& cmd, Pending& p, CommandResult* r) const {
+absl::Status StateMachine::ApplyCommand(Command& cmd, Pending& p, CommandResult* r) const {
   std::string err = StructuralError(cmd);
   if (!err.empty()) {
     *r = Invalid(std::move(err), p.revision);
@@ -456,10 +489,10 @@ absl::Status StateMachine::ApplyCommand(const Command& cmd, Pending& p, CommandR
   if (!s.ok()) return s;
   if (!exists) r->clear_prev_kv();
 
-  const std::string* new_value = nullptr;
+  std::string* new_value = nullptr;
   switch (cmd.op_case()) {
     case Command::kPut:
-      new_value = &cmd.put().value();
+      new_value = cmd.mutable_put()->mutable_value();
       break;
     case Command::kDelete:
       if (!exists) {
@@ -472,7 +505,7 @@ absl::Status StateMachine::ApplyCommand(const Command& cmd, Pending& p, CommandR
       r->set_revision(p.revision);
       return absl::OkStatus();
     default: {
-      const auto& c = cmd.compare_and_swap();
+      v1::CompareAndSwapCommand& c = *cmd.mutable_compare_and_swap();
       bool holds = false;
       switch (c.expected_case()) {
         case v1::CompareAndSwapCommand::kExpectedValue:
@@ -493,7 +526,7 @@ absl::Status StateMachine::ApplyCommand(const Command& cmd, Pending& p, CommandR
         r->set_revision(p.revision);
         return absl::OkStatus();
       }
-      new_value = &c.new_value();
+      new_value = c.mutable_new_value();
     }
   }
   ++p.revision;
@@ -622,7 +655,8 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
     }
     if (applied == applied_index_) return results;
 
-    leveldb::WriteBatch batch;
+    leveldb::WriteBatch& batch = apply_batch_;
+    batch.Clear();
     uint64_t expiry_resume = 0;
     absl::Status s = ExpireSessions(applied, first_new, p, &batch, &expiry_resume);
     if (!s.ok()) return s;
@@ -661,6 +695,20 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
     if (!s.ok()) return s;
     revision = p.revision;
     expiry_scan_from_ = expiry_resume;
+    if (rows_ != nullptr) {
+      // The commands are done with: their values move into the cache.
+      for (auto& [k, pending] : p.kvs) {
+        const leveldb::Slice key(k.data(), k.size());
+        if (pending.value == nullptr) {
+          rows_->Erase(key);
+          continue;
+        }
+        Row* row = new Row{std::move(*pending.value), pending.create_revision,
+                           pending.mod_revision, pending.version};
+        const size_t charge = sizeof(Row) + k.size() + row->value.capacity() + 64;
+        rows_->Release(rows_->Insert(key, row, charge, &DeleteRow));
+      }
+    }
   }
   // Readers may see the new data a moment before the new applied index; they
   // never see an applied index whose data is not there yet.
@@ -842,6 +890,7 @@ absl::Status StateMachine::FinishImport(std::unique_ptr<SnapshotImport> import) 
     db_name_ = import->name_;
     ++generation_;
     expiry_scan_from_ = 0;
+    rows_ = NewRowCache(options_.row_cache_bytes);
     import->committed_ = true;
     absl::Status load = LoadState();
     if (s.ok()) s = load;

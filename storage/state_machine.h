@@ -48,6 +48,7 @@
 #include "leveldb/cache.h"
 #include "leveldb/db.h"
 #include "leveldb/env.h"
+#include "leveldb/write_batch.h"
 #include "raft/log_storage.h"
 #include "raftkv/v1/state_machine.pb.h"
 
@@ -75,6 +76,11 @@ struct StateMachineOptions {
   // so size it to hold the hot key space. Blocks are checksummed whenever
   // they are read from a file. 0 = LevelDB's default (8 MiB per database).
   size_t block_cache_bytes = 64 << 20;
+  // Bytes of recently written keys (value and revisions) that Apply keeps in
+  // memory, so that a write to one finds its previous value without a LevelDB
+  // lookup (a walk of the memtable and every level). Only the apply thread
+  // uses it. 0 turns it off.
+  size_t row_cache_bytes = 64 << 20;
   // Snappy-compress table blocks. Off by default: user values are often
   // incompressible, and compression costs CPU in every compaction and every
   // block-cache miss; on trades that CPU for disk space.
@@ -237,9 +243,9 @@ class StateMachine {
     std::string_view stored;  // else the serialized result, in Pending::session_value
   };
   // A key written by this Apply call. `value` points into the call's parsed
-  // commands; nullptr = deleted.
+  // commands (and is moved into the row cache once written); nullptr = deleted.
   struct PendingKv {
-    const std::string* value = nullptr;
+    std::string* value = nullptr;
     int64_t create_revision = 0;
     int64_t mod_revision = 0;
     int64_t version = 0;
@@ -275,7 +281,7 @@ class StateMachine {
   absl::StatusOr<std::optional<SessionRef>> LookupSession(uint64_t client_id, Pending& p) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Applies one well-formed-or-not command, filling *r.
-  absl::Status ApplyCommand(const v1::Command& cmd, Pending& p, v1::CommandResult* r) const
+  absl::Status ApplyCommand(v1::Command& cmd, Pending& p, v1::CommandResult* r) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Adds deletions of sessions dead for every entry after `applied` to
   // `batch`, which records sessions at indexes >= first_new; *resume is where
@@ -311,6 +317,13 @@ class StateMachine {
   // below this log index is deleted, so the expiry scan starts here instead
   // of wading through the tombstones of every session ever touched.
   uint64_t expiry_scan_from_ = 0;
+  // Owned by the apply thread: reused by Apply so that its buffer keeps the
+  // capacity of earlier batches.
+  leveldb::WriteBatch apply_batch_;
+  // Owned by the apply thread: user key -> Row, exactly as in the live
+  // database (updated after each Apply's write, replaced by FinishImport).
+  // Null when options_.row_cache_bytes is 0.
+  std::unique_ptr<leveldb::Cache> rows_;
 };
 
 }  // namespace raftkv::storage
