@@ -256,10 +256,7 @@ TEST_F(StateMachineTest, SessionsExpireByLogPositionNotByBatching) {
 // Randomized: clients retrying old and current sequences, sessions expiring
 // after 10 entries; splitting the same entries into Apply calls differently
 // (and reopening in between) must not change a single result or byte.
-TEST(StateMachineDeterminism, ResultsDoNotDependOnBatchingOrRestarts) {
-  StateMachineOptions o;
-  o.session_expiry_entries = 10;
-  std::mt19937_64 rng(7);
+std::vector<Entry> RandomWorkload(std::mt19937_64& rng) {
   std::vector<Entry> es;
   std::map<uint64_t, uint64_t> next_seq;
   for (uint64_t i = 1; i <= 600; ++i) {
@@ -278,6 +275,14 @@ TEST(StateMachineDeterminism, ResultsDoNotDependOnBatchingOrRestarts) {
       es.push_back(Normal(i, Put("k" + std::to_string(rng() % 8), std::to_string(i), client, seq)));
     }
   }
+  return es;
+}
+
+TEST(StateMachineDeterminism, ResultsDoNotDependOnBatchingOrRestarts) {
+  StateMachineOptions o;
+  o.session_expiry_entries = 10;
+  std::mt19937_64 rng(7);
+  const std::vector<Entry> es = RandomWorkload(rng);
   std::vector<std::string> reference;
   std::string reference_dump;
   for (int mode = 0; mode < 3; ++mode) {
@@ -315,6 +320,51 @@ TEST(StateMachineDeterminism, ResultsDoNotDependOnBatchingOrRestarts) {
     } else {
       EXPECT_EQ(results, reference);
       EXPECT_EQ(dump, reference_dump);
+    }
+  }
+}
+
+// The row cache only saves lookups: with it off, tiny (evicting all the
+// time) or large, the same entries give the same results and data.
+TEST(StateMachineDeterminism, RowCacheDoesNotChangeResults) {
+  std::mt19937_64 rng(11);
+  std::vector<Entry> es = RandomWorkload(rng);
+  for (uint64_t i = es.size() + 1; i <= 1200; ++i) {
+    // CAS on values and revisions read back through the cache.
+    const std::string key = "k" + std::to_string(rng() % 8);
+    es.push_back(Normal(i, rng() % 2 ? CasValue(key, std::to_string(i - 1 - rng() % 3), "c")
+                                     : CasRevision(key, static_cast<int64_t>(rng() % 700), "r")));
+  }
+  std::vector<std::string> reference;
+  for (size_t cache_bytes : {size_t{0}, size_t{300}, size_t{64} << 20}) {
+    SCOPED_TRACE(::testing::Message() << "row_cache_bytes " << cache_bytes);
+    StateMachineOptions o;
+    o.session_expiry_entries = 10;
+    o.row_cache_bytes = cache_bytes;
+    TempDir d;
+    auto sm = StateMachine::Open(d.path(), o);
+    ASSERT_TRUE(sm.ok());
+    std::mt19937_64 split(5);
+    std::vector<std::string> results;
+    for (size_t pos = 0; pos < es.size();) {
+      const size_t n = std::min<size_t>(1 + split() % 30, es.size() - pos);
+      auto r = (*sm)->Apply(std::vector<Entry>(es.begin() + pos, es.begin() + pos + n));
+      ASSERT_TRUE(r.ok()) << r.status();
+      for (const auto& x : *r) results.push_back(x.SerializeAsString());
+      pos += n;
+      if (split() % 10 == 0) {
+        sm->reset();
+        sm = StateMachine::Open(d.path(), o);
+        ASSERT_TRUE(sm.ok());
+      }
+    }
+    auto all = (*sm)->RangePrefix("", 0);
+    ASSERT_TRUE(all.ok());
+    for (const auto& kv : all->kvs) results.push_back(kv.SerializeAsString());
+    if (reference.empty()) {
+      reference = results;
+    } else {
+      EXPECT_EQ(results, reference);
     }
   }
 }
