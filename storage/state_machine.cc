@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "google/protobuf/arena.h"
 #include "leveldb/filter_policy.h"
 #include "leveldb/write_batch.h"
 #include "storage/db_util.h"
@@ -599,10 +600,10 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
     applied = applied_index_;
     applied_term = applied_term_;
     const uint64_t first_new = applied + 1;
-    // Pending writes point into these until the batch is written; reserved so
-    // that they never move.
-    std::vector<Command> cmds;
-    cmds.reserve(entries.size());
+    // The call's commands, which pending writes point into until the batch
+    // is written. Their submessages and string objects come from the arena
+    // instead of several mallocs per command.
+    google::protobuf::Arena arena;
     Pending p;
     p.revision = revision_;
     for (const Entry& e : entries) {
@@ -617,7 +618,7 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
       applied_term = e.term();
       if (e.type() != v1::ENTRY_NORMAL) continue;
       CommandResult& r = results.back();
-      Command& cmd = cmds.emplace_back();
+      Command& cmd = *google::protobuf::Arena::CreateMessage<Command>(&arena);
       if (!cmd.ParseFromString(e.data())) {
         r = Invalid(absl::StrCat("entry ", e.index(), " does not hold a well-formed Command"),
                     p.revision);
