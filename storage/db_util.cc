@@ -171,6 +171,47 @@ leveldb::ReadOptions VerifiedRead() {
   return ro;
 }
 
+namespace {
+
+class CopyingRandomAccessFile : public leveldb::RandomAccessFile {
+ public:
+  explicit CopyingRandomAccessFile(std::unique_ptr<leveldb::RandomAccessFile> base)
+      : base_(std::move(base)) {}
+  leveldb::Status Read(uint64_t offset, size_t n, leveldb::Slice* result,
+                       char* scratch) const override {
+    leveldb::Status s = base_->Read(offset, n, result, scratch);
+    if (s.ok() && result->data() != scratch) {
+      const size_t size = std::min(n, result->size());
+      std::memcpy(scratch, result->data(), size);
+      *result = leveldb::Slice(scratch, size);
+    }
+    return s;
+  }
+
+ private:
+  const std::unique_ptr<leveldb::RandomAccessFile> base_;
+};
+
+class CachingReadEnv : public leveldb::EnvWrapper {
+ public:
+  explicit CachingReadEnv(leveldb::Env* base) : leveldb::EnvWrapper(base) {}
+  leveldb::Status NewRandomAccessFile(const std::string& f,
+                                      leveldb::RandomAccessFile** r) override {
+    leveldb::RandomAccessFile* base = nullptr;
+    leveldb::Status s = target()->NewRandomAccessFile(f, &base);
+    if (s.ok()) {
+      *r = new CopyingRandomAccessFile(std::unique_ptr<leveldb::RandomAccessFile>(base));
+    }
+    return s;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<leveldb::Env> NewCachingReadEnv(leveldb::Env* base) {
+  return std::make_unique<CachingReadEnv>(base);
+}
+
 absl::Status SyncDir(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {

@@ -53,6 +53,14 @@ absl::Status OpenDb(const DbName& db, const leveldb::Options& options,
 // Read options used everywhere: checksums verified on every read.
 leveldb::ReadOptions VerifiedRead();
 
+// An Env that returns table reads in LevelDB's own buffer rather than as a
+// pointer into an mmap'd file. LevelDB never caches blocks it got from an
+// mmap'd file and re-verifies their checksum on every read; an uncompressed
+// block read through this Env enters the block cache instead, and is
+// checksummed once, when it is read from the file. Everything else is passed
+// to `base`, which must outlive the returned Env.
+std::unique_ptr<leveldb::Env> NewCachingReadEnv(leveldb::Env* base);
+
 // fsyncs a directory so that a rename or a new file in it is durable.
 absl::Status SyncDir(const std::string& dir);
 

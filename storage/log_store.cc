@@ -293,15 +293,23 @@ absl::Status LogStore::Save(const std::vector<Entry>& entries,
     if (!s.ok()) return s;
   }
 
-  leveldb::WriteBatch b;
+  leveldb::WriteBatch& b = save_batch_;
+  b.Clear();
   for (uint64_t i = new_last + 1; i <= last_index_; ++i) b.Delete(EntryKey(i));
+  std::string key;
   std::string buf;
   for (const Entry& e : entries) {
+    key.assign(1, kEntryPrefix);
+    internal::PutBigEndian64(&key, e.index());
     buf.clear();
     e.AppendToString(&buf);
-    b.Put(EntryKey(e.index()), buf);
+    b.Put(key, buf);
   }
-  if (hard_state.has_value()) b.Put(kHardStateKey, hard_state->SerializeAsString());
+  if (hard_state.has_value()) {
+    buf.clear();
+    hard_state->AppendToString(&buf);
+    b.Put(kHardStateKey, buf);
+  }
   absl::Status s = Write(&b, entries.empty() ? "save hard state" : "append entries", sync);
   if (!s.ok()) return s;
 

@@ -44,6 +44,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "leveldb/db.h"
+#include "leveldb/write_batch.h"
 #include "raft/log_storage.h"
 
 namespace raftkv::storage {
@@ -159,6 +160,8 @@ class LogStore : public raft::LogStorage {
   std::vector<std::pair<uint64_t, uint64_t>> term_runs_ ABSL_GUARDED_BY(mu_);
   // The newest stored entries, contiguous and ending at last_index_.
   std::deque<raft::Entry> cache_ ABSL_GUARDED_BY(mu_);
+  // Reused by Save so that its buffer keeps the capacity of earlier appends.
+  leveldb::WriteBatch save_batch_ ABSL_GUARDED_BY(mu_);
   size_t cache_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "google/protobuf/arena.h"
 #include "leveldb/filter_policy.h"
 #include "leveldb/write_batch.h"
 #include "storage/db_util.h"
@@ -62,18 +63,21 @@ bool DecodeState(std::string_view v, uint64_t* applied, uint64_t* term, int64_t*
   return true;
 }
 
-leveldb::Options StateMachineDbOptions(const StateMachineOptions& options) {
+leveldb::Options StateMachineDbOptions(const StateMachineOptions& options,
+                                       leveldb::Cache* block_cache, leveldb::Env* env) {
   leveldb::Options lo;
   lo.create_if_missing = true;
   lo.paranoid_checks = true;
   lo.write_buffer_size = options.write_buffer_size;
+  lo.block_cache = block_cache;
+  lo.compression = options.compress ? leveldb::kSnappyCompression : leveldb::kNoCompression;
   lo.max_file_size = 32 << 20;
   // Most puts look up a key (and a session) that may not exist yet: bloom
   // filters answer those without reading a block from every level. One
   // process-wide policy, never freed (LevelDB needs it as long as any db).
   static const leveldb::FilterPolicy* const kBloom = leveldb::NewBloomFilterPolicy(10);
   lo.filter_policy = kBloom;
-  if (options.env != nullptr) lo.env = options.env;
+  lo.env = env;
   return lo;
 }
 
@@ -151,8 +155,33 @@ absl::StatusOr<std::optional<std::string>> ReadActive(const std::string& dir) {
 
 }  // namespace
 
+namespace {
+
+// A row cache entry: a stored key's value and revisions.
+struct Row {
+  std::string value;
+  int64_t create_revision;
+  int64_t mod_revision;
+  int64_t version;
+};
+
+void DeleteRow(const leveldb::Slice& /*key*/, void* row) { delete static_cast<Row*>(row); }
+
+std::unique_ptr<leveldb::Cache> NewRowCache(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  return std::unique_ptr<leveldb::Cache>(leveldb::NewLRUCache(bytes));
+}
+
+}  // namespace
+
 StateMachine::StateMachine(std::string dir, const StateMachineOptions& options)
-    : dir_(std::move(dir)), options_(options) {}
+    : dir_(std::move(dir)),
+      options_(options),
+      block_cache_(options.block_cache_bytes > 0 ? leveldb::NewLRUCache(options.block_cache_bytes)
+                                                 : nullptr),
+      env_(internal::NewCachingReadEnv(options.env != nullptr ? options.env
+                                                              : leveldb::Env::Default())),
+      rows_(NewRowCache(options.row_cache_bytes)) {}
 
 StateMachine::~StateMachine() = default;
 
@@ -214,7 +243,7 @@ absl::Status StateMachine::OpenActive() {
   }
 
   const internal::DbName name{kKind, DbDir()};
-  absl::Status s = internal::OpenDb(name, internal::StateMachineDbOptions(options_), &db_);
+  absl::Status s = internal::OpenDb(name, internal::StateMachineDbOptions(options_, block_cache_.get(), env_.get()), &db_);
   if (!s.ok()) return s;
   const leveldb::ReadOptions ro = internal::VerifiedRead();
   std::string value;
@@ -367,46 +396,81 @@ absl::Status StateMachine::Validate(const Command& cmd) const {
   return s;
 }
 
-absl::StatusOr<std::optional<KeyValue>> StateMachine::Lookup(std::string_view key,
-                                                             const Pending& p) const {
+absl::Status StateMachine::LoadPrev(std::string_view key, Pending& p, KeyValue* prev,
+                                    bool* exists) const {
   auto it = p.kvs.find(key);
-  if (it != p.kvs.end()) return it->second;
-  std::string value;
-  leveldb::Status ls = db_->Get(internal::VerifiedRead(), internal::DataKey(key), &value);
-  if (ls.IsNotFound()) return std::nullopt;
+  if (it != p.kvs.end()) {
+    const PendingKv& kv = it->second;
+    *exists = kv.value != nullptr;
+    if (*exists) {
+      prev->set_key(key.data(), key.size());
+      prev->set_value(*kv.value);
+      prev->set_create_revision(kv.create_revision);
+      prev->set_mod_revision(kv.mod_revision);
+      prev->set_version(kv.version);
+    }
+    return absl::OkStatus();
+  }
+  if (rows_ != nullptr) {
+    if (leveldb::Cache::Handle* h = rows_->Lookup(leveldb::Slice(key.data(), key.size()))) {
+      const Row& row = *static_cast<const Row*>(rows_->Value(h));
+      prev->set_key(key.data(), key.size());
+      prev->set_value(row.value);
+      prev->set_create_revision(row.create_revision);
+      prev->set_mod_revision(row.mod_revision);
+      prev->set_version(row.version);
+      rows_->Release(h);
+      *exists = true;
+      return absl::OkStatus();
+    }
+  }
+  p.db_key.assign(1, internal::kDataPrefix);
+  p.db_key.append(key);
+  leveldb::Status ls = db_->Get(internal::VerifiedRead(), p.db_key, &p.db_value);
+  if (ls.IsNotFound()) {
+    *exists = false;
+    return absl::OkStatus();
+  }
   if (!ls.ok()) return FromLevelDb({kKind, DbDir()}, "read a key", ls);
-  KeyValue kv;
-  if (!kv.ParseFromString(value)) return Corrupt({kKind, DbDir()}, "a stored value does not parse");
-  kv.set_key(std::string(key));
-  return kv;
+  if (!prev->ParseFromString(p.db_value)) {
+    return Corrupt({kKind, DbDir()}, "a stored value does not parse");
+  }
+  prev->set_key(key.data(), key.size());
+  *exists = true;
+  return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<StateMachine::Session>> StateMachine::LookupSession(uint64_t client_id,
-                                                                                 Pending& p) const {
+absl::StatusOr<std::optional<StateMachine::SessionRef>> StateMachine::LookupSession(
+    uint64_t client_id, Pending& p) const {
   auto it = p.sessions.find(client_id);
-  if (it != p.sessions.end()) return it->second;
-  std::string value;
-  leveldb::Status ls = db_->Get(internal::VerifiedRead(), internal::SessionKey(client_id), &value);
+  if (it != p.sessions.end()) {
+    return SessionRef{it->second.sequence, it->second.last_index, true, it->second.result, {}};
+  }
+  leveldb::Status ls =
+      db_->Get(internal::VerifiedRead(), internal::SessionKey(client_id), &p.session_value);
   if (ls.IsNotFound()) {
     p.old_session_index.emplace(client_id, 0);
     return std::nullopt;
   }
   if (!ls.ok()) return FromLevelDb({kKind, DbDir()}, "read a client session", ls);
-  Session s;
-  if (value.size() < 16 ||
-      !s.result.ParseFromArray(value.data() + 16, static_cast<int>(value.size() - 16))) {
+  if (p.session_value.size() < 16) {
     return Corrupt({kKind, DbDir()},
                    absl::StrCat("session of client ", client_id, " is malformed"));
   }
-  s.sequence = internal::GetBigEndian64(value.data());
-  s.last_index = internal::GetBigEndian64(value.data() + 8);
+  SessionRef s;
+  s.sequence = internal::GetBigEndian64(p.session_value.data());
+  s.last_index = internal::GetBigEndian64(p.session_value.data() + 8);
+  s.stored = std::string_view(p.session_value).substr(16);
   p.old_session_index.emplace(client_id, s.last_index);
   return s;
 }
 
-absl::StatusOr<CommandResult> StateMachine::ApplyCommand(const Command& cmd, Pending& p) const {
+absl::Status StateMachine::ApplyCommand(Command& cmd, Pending& p, CommandResult* r) const {
   std::string err = StructuralError(cmd);
-  if (!err.empty()) return Invalid(std::move(err), p.revision);
+  if (!err.empty()) {
+    *r = Invalid(std::move(err), p.revision);
+    return absl::OkStatus();
+  }
 
   const std::string* key;
   switch (cmd.op_case()) {
@@ -420,79 +484,85 @@ absl::StatusOr<CommandResult> StateMachine::ApplyCommand(const Command& cmd, Pen
       key = &cmd.compare_and_swap().key();
       break;
   }
-  absl::StatusOr<std::optional<KeyValue>> prev = Lookup(*key, p);
-  if (!prev.ok()) return prev.status();
+  bool exists = false;
+  KeyValue* prev = r->mutable_prev_kv();
+  absl::Status s = LoadPrev(*key, p, prev, &exists);
+  if (!s.ok()) return s;
+  if (!exists) r->clear_prev_kv();
 
-  CommandResult r;
-  if (prev->has_value()) *r.mutable_prev_kv() = **prev;
-  const std::string* new_value = nullptr;
+  std::string* new_value = nullptr;
   switch (cmd.op_case()) {
     case Command::kPut:
-      new_value = &cmd.put().value();
+      new_value = cmd.mutable_put()->mutable_value();
       break;
     case Command::kDelete:
-      if (!prev->has_value()) {
-        r.set_code(CommandResult::NOT_FOUND);
-        r.set_revision(p.revision);
-        return r;
+      if (!exists) {
+        r->set_code(CommandResult::NOT_FOUND);
+        r->set_revision(p.revision);
+        return absl::OkStatus();
       }
       ++p.revision;
-      p.kvs[*key] = std::nullopt;
-      r.set_revision(p.revision);
-      return r;
+      p.kvs[*key] = PendingKv{};
+      r->set_revision(p.revision);
+      return absl::OkStatus();
     default: {
-      const auto& c = cmd.compare_and_swap();
+      v1::CompareAndSwapCommand& c = *cmd.mutable_compare_and_swap();
       bool holds = false;
       switch (c.expected_case()) {
         case v1::CompareAndSwapCommand::kExpectedValue:
-          holds = prev->has_value() && (*prev)->value() == c.expected_value();
+          holds = exists && r->prev_kv().value() == c.expected_value();
           break;
         case v1::CompareAndSwapCommand::kExpectedModRevision:
           // As in etcd, mod revision 0 is what an absent key compares as.
-          holds = (prev->has_value() ? (*prev)->mod_revision() : 0) == c.expected_mod_revision();
+          holds = (exists ? r->prev_kv().mod_revision() : 0) == c.expected_mod_revision();
           break;
         case v1::CompareAndSwapCommand::kExpectAbsent:
-          holds = prev->has_value() != c.expect_absent();
+          holds = exists != c.expect_absent();
           break;
         case v1::CompareAndSwapCommand::EXPECTED_NOT_SET:
           break;
       }
       if (!holds) {
-        r.set_code(CommandResult::COMPARE_FAILED);
-        r.set_revision(p.revision);
-        return r;
+        r->set_code(CommandResult::COMPARE_FAILED);
+        r->set_revision(p.revision);
+        return absl::OkStatus();
       }
-      new_value = &c.new_value();
+      new_value = c.mutable_new_value();
     }
   }
   ++p.revision;
-  KeyValue kv;
-  kv.set_key(*key);
-  kv.set_value(*new_value);
-  kv.set_mod_revision(p.revision);
-  if (prev->has_value()) {
-    kv.set_create_revision((*prev)->create_revision());
-    kv.set_version((*prev)->version() + 1);
+  PendingKv kv;
+  kv.value = new_value;
+  kv.mod_revision = p.revision;
+  if (exists) {
+    kv.create_revision = r->prev_kv().create_revision();
+    kv.version = r->prev_kv().version() + 1;
   } else {
-    kv.set_create_revision(p.revision);
-    kv.set_version(1);
+    kv.create_revision = p.revision;
+    kv.version = 1;
   }
-  p.kvs[*key] = std::move(kv);
-  r.set_revision(p.revision);
-  return r;
+  p.kvs[*key] = kv;
+  r->set_revision(p.revision);
+  return absl::OkStatus();
 }
 
-absl::Status StateMachine::ExpireSessions(uint64_t applied, Pending& p, leveldb::WriteBatch* batch,
-                                          uint64_t* resume) const {
+absl::Status StateMachine::ExpireSessions(uint64_t applied, uint64_t first_new, Pending& p,
+                                          leveldb::WriteBatch* batch, uint64_t* resume) const {
+  *resume = expiry_scan_from_;
+  // Every expiry key left is at an index >= expiry_scan_from_, so none is
+  // dead yet: skip the scan (an iterator over every level costs more than a
+  // small Apply).
+  if (applied < expiry_scan_from_ || applied - expiry_scan_from_ < options_.session_expiry_entries) {
+    return absl::OkStatus();
+  }
   // Bounded work per call; the rest goes with the next Apply. Whether a
   // session is live is decided per entry in Apply (by log position), so when
   // a record is physically removed does not affect any result.
   constexpr int kMaxExpiredPerApply = 1024;
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(internal::VerifiedRead()));
   int n = 0;
-  *resume = expiry_scan_from_;
-  for (it->Seek(internal::ExpiryKey(expiry_scan_from_, 0)); it->Valid() && n < kMaxExpiredPerApply;
-       it->Next()) {
+  bool exhausted = true;
+  for (it->Seek(internal::ExpiryKey(expiry_scan_from_, 0)); it->Valid(); it->Next()) {
     if (!it->status().ok()) break;
     const leveldb::Slice k = it->key();
     if (k.size() != 17 || k[0] != internal::kExpiryPrefix) break;
@@ -502,8 +572,11 @@ absl::Status StateMachine::ExpireSessions(uint64_t applied, Pending& p, leveldb:
     // index has at most one), and new keys only come at indexes > applied.
     *resume = last_index;
     // Dead for every later entry i > applied: i - last_index > expiry.
-    if (applied - last_index < options_.session_expiry_entries) break;
-    if (p.sessions.count(client)) continue;  // re-recorded (and its key replaced) by this batch
+    if (applied - last_index < options_.session_expiry_entries || n == kMaxExpiredPerApply) {
+      exhausted = false;
+      break;
+    }
+    if (p.sessions.contains(client)) continue;  // re-recorded (and its key replaced) by this batch
     batch->Delete(internal::SessionKey(client));
     batch->Delete(k);
     ++n;
@@ -511,6 +584,9 @@ absl::Status StateMachine::ExpireSessions(uint64_t applied, Pending& p, leveldb:
   if (!it->status().ok()) {
     return FromLevelDb({kKind, DbDir()}, "scan client sessions", it->status());
   }
+  // Every stored expiry key is deleted or replaced by this batch, whose own
+  // keys are at indexes >= first_new.
+  if (exhausted) *resume = first_new;
   return absl::OkStatus();
 }
 
@@ -523,71 +599,86 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
     absl::ReaderMutexLock l(&mu_);
     applied = applied_index_;
     applied_term = applied_term_;
+    const uint64_t first_new = applied + 1;
+    // The call's commands, which pending writes point into until the batch
+    // is written. Their submessages and string objects come from the arena
+    // instead of several mallocs per command.
+    google::protobuf::Arena arena;
     Pending p;
     p.revision = revision_;
     for (const Entry& e : entries) {
-      if (e.index() <= applied) {
-        results.emplace_back();
-        continue;
-      }
+      results.emplace_back();
+      if (e.index() <= applied) continue;
       if (e.index() != applied + 1) {
         return absl::FailedPreconditionError(
             absl::StrCat("entry ", e.index(), " cannot be applied after entry ", applied,
                          ": committed entries must be applied in order without gaps"));
       }
-      CommandResult r;
-      if (e.type() == v1::ENTRY_NORMAL) {
-        Command cmd;
-        if (!cmd.ParseFromString(e.data())) {
-          r = Invalid(absl::StrCat("entry ", e.index(), " does not hold a well-formed Command"),
-                      p.revision);
-        } else {
-          std::optional<Session> session;
-          if (cmd.client_id() != 0) {
-            absl::StatusOr<std::optional<Session>> found = LookupSession(cmd.client_id(), p);
-            if (!found.ok()) return found.status();
-            session = std::move(*found);
-            if (session && e.index() - session->last_index > options_.session_expiry_entries) {
-              session.reset();
-            }
-          }
-          if (session && cmd.sequence() == session->sequence) {
-            r = session->result;
-          } else if (session && cmd.sequence() < session->sequence) {
-            r = Invalid(absl::StrCat("sequence ", cmd.sequence(), " of client ", cmd.client_id(),
-                                     " is older than its last applied sequence ", session->sequence,
-                                     "; that result is no longer kept"),
-                        p.revision);
-          } else {
-            absl::StatusOr<CommandResult> applied_result = ApplyCommand(cmd, p);
-            if (!applied_result.ok()) return applied_result.status();
-            r = std::move(*applied_result);
-            if (cmd.client_id() != 0 && cmd.sequence() != 0) {
-              p.sessions[cmd.client_id()] = Session{cmd.sequence(), e.index(), r};
-            }
-          }
-        }
-      }
-      results.push_back(std::move(r));
       applied = e.index();
       applied_term = e.term();
+      if (e.type() != v1::ENTRY_NORMAL) continue;
+      CommandResult& r = results.back();
+      Command& cmd = *google::protobuf::Arena::CreateMessage<Command>(&arena);
+      if (!cmd.ParseFromString(e.data())) {
+        r = Invalid(absl::StrCat("entry ", e.index(), " does not hold a well-formed Command"),
+                    p.revision);
+        continue;
+      }
+      std::optional<SessionRef> session;
+      if (cmd.client_id() != 0) {
+        absl::StatusOr<std::optional<SessionRef>> found = LookupSession(cmd.client_id(), p);
+        if (!found.ok()) return found.status();
+        session = *found;
+        if (session && e.index() - session->last_index > options_.session_expiry_entries) {
+          session.reset();
+        }
+      }
+      if (session && cmd.sequence() == session->sequence) {
+        if (session->pending) {
+          r = results[session->result_index];
+        } else if (!r.ParseFromArray(session->stored.data(),
+                                     static_cast<int>(session->stored.size()))) {
+          return Corrupt({kKind, DbDir()},
+                         absl::StrCat("session of client ", cmd.client_id(), " is malformed"));
+        }
+      } else if (session && cmd.sequence() < session->sequence) {
+        r = Invalid(absl::StrCat("sequence ", cmd.sequence(), " of client ", cmd.client_id(),
+                                 " is older than its last applied sequence ", session->sequence,
+                                 "; that result is no longer kept"),
+                    p.revision);
+      } else {
+        absl::Status s = ApplyCommand(cmd, p, &r);
+        if (!s.ok()) return s;
+        if (cmd.client_id() != 0 && cmd.sequence() != 0) {
+          p.sessions[cmd.client_id()] = PendingSession{cmd.sequence(), e.index(), results.size() - 1};
+        }
+      }
     }
     if (applied == applied_index_) return results;
 
-    leveldb::WriteBatch batch;
+    leveldb::WriteBatch& batch = apply_batch_;
+    batch.Clear();
     uint64_t expiry_resume = 0;
-    absl::Status s = ExpireSessions(applied, p, &batch, &expiry_resume);
+    absl::Status s = ExpireSessions(applied, first_new, p, &batch, &expiry_resume);
     if (!s.ok()) return s;
-    std::string buf;
-    for (auto& [key, kv] : p.kvs) {
-      if (!kv.has_value()) {
-        batch.Delete(internal::DataKey(key));
+    // The batch's order does not matter: each key appears at most once.
+    std::string& key = p.db_key;
+    std::string& buf = p.db_value;
+    KeyValue kv;
+    for (const auto& [k, pending] : p.kvs) {
+      key.assign(1, internal::kDataPrefix);
+      key.append(k);
+      if (pending.value == nullptr) {
+        batch.Delete(key);
         continue;
       }
-      kv->clear_key();
+      kv.set_value(*pending.value);
+      kv.set_create_revision(pending.create_revision);
+      kv.set_mod_revision(pending.mod_revision);
+      kv.set_version(pending.version);
       buf.clear();
-      kv->AppendToString(&buf);
-      batch.Put(internal::DataKey(key), buf);
+      kv.AppendToString(&buf);
+      batch.Put(key, buf);
     }
     for (const auto& [client, session] : p.sessions) {
       const uint64_t old_index = p.old_session_index[client];
@@ -595,7 +686,7 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
       buf.clear();
       internal::PutBigEndian64(&buf, session.sequence);
       internal::PutBigEndian64(&buf, session.last_index);
-      session.result.AppendToString(&buf);
+      results[session.result].AppendToString(&buf);
       batch.Put(internal::SessionKey(client), buf);
       batch.Put(internal::ExpiryKey(session.last_index, client), "");
     }
@@ -605,6 +696,20 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
     if (!s.ok()) return s;
     revision = p.revision;
     expiry_scan_from_ = expiry_resume;
+    if (rows_ != nullptr) {
+      // The commands are done with: their values move into the cache.
+      for (auto& [k, pending] : p.kvs) {
+        const leveldb::Slice key(k.data(), k.size());
+        if (pending.value == nullptr) {
+          rows_->Erase(key);
+          continue;
+        }
+        Row* row = new Row{std::move(*pending.value), pending.create_revision,
+                           pending.mod_revision, pending.version};
+        const size_t charge = sizeof(Row) + k.size() + row->value.capacity() + 64;
+        rows_->Release(rows_->Insert(key, row, charge, &DeleteRow));
+      }
+    }
   }
   // Readers may see the new data a moment before the new applied index; they
   // never see an applied index whose data is not there yet.
@@ -635,7 +740,14 @@ absl::Status StateMachine::Sync() {
 
 absl::StatusOr<std::optional<KeyValue>> StateMachine::Get(std::string_view key) const {
   absl::ReaderMutexLock l(&mu_);
-  return Lookup(key, Pending());
+  std::string value;
+  leveldb::Status ls = db_->Get(internal::VerifiedRead(), internal::DataKey(key), &value);
+  if (ls.IsNotFound()) return std::nullopt;
+  if (!ls.ok()) return FromLevelDb({kKind, DbDir()}, "read a key", ls);
+  KeyValue kv;
+  if (!kv.ParseFromString(value)) return Corrupt({kKind, DbDir()}, "a stored value does not parse");
+  kv.set_key(key.data(), key.size());
+  return kv;
 }
 
 absl::StatusOr<StateMachine::RangeResult> StateMachine::Range(std::string_view start,
@@ -723,7 +835,7 @@ absl::StatusOr<std::unique_ptr<SnapshotImport>> StateMachine::BeginImport() {
   std::error_code ec;
   fs::remove_all(path, ec);
   std::unique_ptr<leveldb::DB> db;
-  absl::Status s = internal::OpenDb({kKind, path}, internal::StateMachineDbOptions(options_), &db);
+  absl::Status s = internal::OpenDb({kKind, path}, internal::StateMachineDbOptions(options_, block_cache_.get(), env_.get()), &db);
   if (s.ok()) {
     leveldb::WriteBatch b;
     b.Put(internal::kFormatKey, internal::kFormat);
@@ -779,6 +891,7 @@ absl::Status StateMachine::FinishImport(std::unique_ptr<SnapshotImport> import) 
     db_name_ = import->name_;
     ++generation_;
     expiry_scan_from_ = 0;
+    rows_ = NewRowCache(options_.row_cache_bytes);
     import->committed_ = true;
     absl::Status load = LoadState();
     if (s.ok()) s = load;

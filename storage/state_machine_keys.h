@@ -24,7 +24,9 @@ std::string SessionKey(uint64_t client_id);
 std::string ExpiryKey(uint64_t last_index, uint64_t client_id);
 std::string EncodeState(uint64_t applied, uint64_t term, int64_t revision);
 bool DecodeState(std::string_view v, uint64_t* applied, uint64_t* term, int64_t* revision);
-leveldb::Options StateMachineDbOptions(const StateMachineOptions& options);
+// `block_cache` (may be null) and `env` are the state machine's own.
+leveldb::Options StateMachineDbOptions(const StateMachineOptions& options,
+                                       leveldb::Cache* block_cache, leveldb::Env* env);
 std::string DbDirName(uint64_t generation);
 
 }  // namespace raftkv::storage::internal

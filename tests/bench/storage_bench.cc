@@ -5,7 +5,16 @@
 //   LogAppendSync/N      LogStore::Save of N entries (~150 B each) + hard
 //                        state, synced: the group-commit curve (entries/s).
 //   LogAppendNoSync/N    the same without fsync: the CPU cost of Save.
-//   Apply/N              StateMachine::Apply of N put entries per call.
+//   Apply/N              StateMachine::Apply of N put entries per call, each
+//                        with a client session (64 clients), 96 B values.
+//   ApplyPut/N           the cluster bench's put load: N puts per call without
+//                        sessions, random 8-byte keys out of 100,000 (all
+//                        present: the store is filled first), 256 B values.
+//                        CPU time counts every thread of the process, so it
+//                        includes LevelDB's compaction thread; apply_us/entry
+//                        is the calling thread's alone. Options can be
+//                        overridden from the environment (BenchOptions()).
+//   ApplyPutSession/N    ApplyPut with a session per command (1,000 clients).
 //   Range/N              StateMachine::Range of N keys from a random start.
 //   Get                  StateMachine::Get of a random key.
 //
@@ -14,8 +23,10 @@
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 
@@ -143,6 +154,135 @@ void Apply(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
 }
 BENCHMARK(Apply)->Arg(1)->Arg(64)->Arg(1024)->UseRealTime();
+
+// The load generator's values: 'a'..'z' repeated (bench/load_generator.cc).
+std::string BenchValue(size_t size) {
+  std::string v(size, 'x');
+  for (size_t i = 0; i < size; ++i) v[i] = static_cast<char>('a' + i % 26);
+  return v;
+}
+
+// An 8-byte zero-padded decimal key, as the load generator formats them.
+std::string BenchKey(uint64_t n) {
+  std::string k(8, '0');
+  for (int i = 7; i >= 0 && n > 0; --i) {
+    k[i] = static_cast<char>('0' + n % 10);
+    n /= 10;
+  }
+  return k;
+}
+
+// StateMachineOptions with overrides from the environment, to compare
+// settings without rebuilding: RAFTKV_BENCH_SM_COMPRESS=0|1,
+// RAFTKV_BENCH_SM_CACHE_MB, RAFTKV_BENCH_SM_WRITE_BUFFER_MB.
+StateMachineOptions BenchOptions() {
+  StateMachineOptions o;
+  if (const char* v = getenv("RAFTKV_BENCH_SM_COMPRESS")) o.compress = atoi(v) != 0;
+  if (const char* v = getenv("RAFTKV_BENCH_SM_CACHE_MB")) o.block_cache_bytes = atoll(v) << 20;
+  if (const char* v = getenv("RAFTKV_BENCH_SM_WRITE_BUFFER_MB")) {
+    o.write_buffer_size = atoll(v) << 20;
+  }
+  return o;
+}
+
+double CpuSeconds(clockid_t clock) {
+  timespec ts;
+  clock_gettime(clock, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+double ThreadCpuSeconds() { return CpuSeconds(CLOCK_THREAD_CPUTIME_ID); }
+double ProcessCpuSeconds() { return CpuSeconds(CLOCK_PROCESS_CPUTIME_ID); }
+
+void ApplyPutLoad(benchmark::State& state, bool sessions) {
+  constexpr uint64_t kKeys = 100000;
+  constexpr uint64_t kClients = 1000;
+  BenchDir dir;
+  auto sm = StateMachine::Open(dir.path(), BenchOptions());
+  if (!sm.ok()) {
+    state.SkipWithError(sm.status().ToString().c_str());
+    return;
+  }
+  const std::string value = BenchValue(256);
+  uint64_t next = 1;
+  std::vector<uint64_t> sequence(kClients + 1, 0);
+  auto make = [&](raft::Entry* e, uint64_t key) {
+    v1::Command c;
+    if (sessions) {
+      const uint64_t client = 1 + next % kClients;
+      c.set_client_id(client);
+      c.set_sequence(++sequence[client]);
+    }
+    c.mutable_put()->set_key(BenchKey(key));
+    c.mutable_put()->set_value(value);
+    e->set_term(1);
+    e->set_index(next++);
+    e->set_data(c.SerializeAsString());
+  };
+  std::vector<raft::Entry> fill(1000);
+  for (uint64_t k = 0; k < kKeys; k += fill.size()) {
+    for (size_t i = 0; i < fill.size(); ++i) make(&fill[i], k + i);
+    if (!(*sm)->Apply(fill).ok()) {
+      state.SkipWithError("fill failed");
+      return;
+    }
+  }
+  // Pre-built batches, so that the timed loop only renumbers them.
+  const size_t n = static_cast<size_t>(state.range(0));
+  std::mt19937_64 rng(3);
+  std::vector<std::vector<raft::Entry>> batches(std::max<size_t>(1, 65536 / n));
+  for (auto& b : batches) {
+    b.resize(n);
+    for (auto& e : b) make(&e, rng() % kKeys);
+  }
+  next = kKeys + 1;  // make() numbered the batches; they are renumbered when applied
+  size_t round = 0;
+  double apply_cpu = 0;
+  double renumber_cpu = 0;
+  const double process_before = ProcessCpuSeconds();
+  for (auto _ : state) {
+    std::vector<raft::Entry>& b = batches[round++ % batches.size()];
+    if (sessions) {
+      // Re-number sequences too, or every replayed command is a retry.
+      state.PauseTiming();
+      const double t0 = ThreadCpuSeconds();
+      for (auto& e : b) {
+        v1::Command c;
+        c.ParseFromString(e.data());
+        c.set_sequence(++sequence[c.client_id()]);
+        e.set_data(c.SerializeAsString());
+      }
+      renumber_cpu += ThreadCpuSeconds() - t0;
+      state.ResumeTiming();
+    }
+    for (auto& e : b) e.set_index(next++);
+    const double t0 = ThreadCpuSeconds();
+    auto r = (*sm)->Apply(b);
+    apply_cpu += ThreadCpuSeconds() - t0;
+    if (!r.ok()) {
+      state.SkipWithError(r.status().ToString().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(r);
+  }
+  const double items = static_cast<double>(state.iterations() * n);
+  state.SetItemsProcessed(static_cast<int64_t>(items));
+  // CPU of the calling thread alone (the rest of the process time is mostly
+  // LevelDB's compaction thread).
+  state.counters["apply_us/entry"] = apply_cpu * 1e6 / items;
+  // Every other thread: LevelDB's compaction thread.
+  state.counters["other_us/entry"] =
+      (ProcessCpuSeconds() - process_before - apply_cpu - renumber_cpu) * 1e6 / items;
+}
+
+void ApplyPut(benchmark::State& state) { ApplyPutLoad(state, false); }
+void ApplyPutSession(benchmark::State& state) { ApplyPutLoad(state, true); }
+BENCHMARK(ApplyPut)->Arg(1)->Arg(64)->Arg(1024)->UseRealTime()->MeasureProcessCPUTime();
+BENCHMARK(ApplyPutSession)->Arg(64)->UseRealTime()->MeasureProcessCPUTime();
+// Fixed work, for counting instructions under valgrind --tool=callgrind on a
+// busy machine: the difference between the two runs is 2000 x 64 entries
+// (several memtable flushes, so that compaction work is in it too).
+BENCHMARK(ApplyPut)->Arg(64)->Iterations(100);
+BENCHMARK(ApplyPut)->Arg(64)->Iterations(2100);
 
 // A state machine with 100k keys, filled once and shared by the read
 // benchmarks; closed and removed at exit (statics die in reverse order).

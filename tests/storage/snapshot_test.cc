@@ -91,6 +91,9 @@ TEST(Snapshot, ExportIsPointInTimeAndImportRebuildsIt) {
   auto r = dst->Apply({PutEntry(applied + 1, "x", "y", 1), PutEntry(applied + 2, "key-0", "z")});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(dst->revision(), 502);
+  // Writes see the imported data, not what the replaced database held.
+  EXPECT_EQ((*r)[1].prev_kv().value(), "old" + std::string(200, 'v'));
+  EXPECT_EQ((*r)[1].prev_kv().mod_revision(), 1);
   // The import survives a restart; the old database directory is gone.
   dst.reset();
   dst = Open(b.path());

@@ -6,9 +6,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 #include <random>
 
+#include "leveldb/db.h"
 #include "tests/storage/test_util.h"
 
 namespace raftkv::storage {
@@ -254,10 +256,7 @@ TEST_F(StateMachineTest, SessionsExpireByLogPositionNotByBatching) {
 // Randomized: clients retrying old and current sequences, sessions expiring
 // after 10 entries; splitting the same entries into Apply calls differently
 // (and reopening in between) must not change a single result or byte.
-TEST(StateMachineDeterminism, ResultsDoNotDependOnBatchingOrRestarts) {
-  StateMachineOptions o;
-  o.session_expiry_entries = 10;
-  std::mt19937_64 rng(7);
+std::vector<Entry> RandomWorkload(std::mt19937_64& rng) {
   std::vector<Entry> es;
   std::map<uint64_t, uint64_t> next_seq;
   for (uint64_t i = 1; i <= 600; ++i) {
@@ -276,6 +275,14 @@ TEST(StateMachineDeterminism, ResultsDoNotDependOnBatchingOrRestarts) {
       es.push_back(Normal(i, Put("k" + std::to_string(rng() % 8), std::to_string(i), client, seq)));
     }
   }
+  return es;
+}
+
+TEST(StateMachineDeterminism, ResultsDoNotDependOnBatchingOrRestarts) {
+  StateMachineOptions o;
+  o.session_expiry_entries = 10;
+  std::mt19937_64 rng(7);
+  const std::vector<Entry> es = RandomWorkload(rng);
   std::vector<std::string> reference;
   std::string reference_dump;
   for (int mode = 0; mode < 3; ++mode) {
@@ -315,6 +322,206 @@ TEST(StateMachineDeterminism, ResultsDoNotDependOnBatchingOrRestarts) {
       EXPECT_EQ(dump, reference_dump);
     }
   }
+}
+
+// The row cache only saves lookups: with it off, tiny (evicting all the
+// time) or large, the same entries give the same results and data.
+TEST(StateMachineDeterminism, RowCacheDoesNotChangeResults) {
+  std::mt19937_64 rng(11);
+  std::vector<Entry> es = RandomWorkload(rng);
+  for (uint64_t i = es.size() + 1; i <= 1200; ++i) {
+    // CAS on values and revisions read back through the cache.
+    const std::string key = "k" + std::to_string(rng() % 8);
+    es.push_back(Normal(i, rng() % 2 ? CasValue(key, std::to_string(i - 1 - rng() % 3), "c")
+                                     : CasRevision(key, static_cast<int64_t>(rng() % 700), "r")));
+  }
+  std::vector<std::string> reference;
+  for (size_t cache_bytes : {size_t{0}, size_t{300}, size_t{64} << 20}) {
+    SCOPED_TRACE(::testing::Message() << "row_cache_bytes " << cache_bytes);
+    StateMachineOptions o;
+    o.session_expiry_entries = 10;
+    o.row_cache_bytes = cache_bytes;
+    TempDir d;
+    auto sm = StateMachine::Open(d.path(), o);
+    ASSERT_TRUE(sm.ok());
+    std::mt19937_64 split(5);
+    std::vector<std::string> results;
+    for (size_t pos = 0; pos < es.size();) {
+      const size_t n = std::min<size_t>(1 + split() % 30, es.size() - pos);
+      auto r = (*sm)->Apply(std::vector<Entry>(es.begin() + pos, es.begin() + pos + n));
+      ASSERT_TRUE(r.ok()) << r.status();
+      for (const auto& x : *r) results.push_back(x.SerializeAsString());
+      pos += n;
+      if (split() % 10 == 0) {
+        sm->reset();
+        sm = StateMachine::Open(d.path(), o);
+        ASSERT_TRUE(sm.ok());
+      }
+    }
+    auto all = (*sm)->RangePrefix("", 0);
+    ASSERT_TRUE(all.ok());
+    for (const auto& kv : all->kvs) results.push_back(kv.SerializeAsString());
+    if (reference.empty()) {
+      reference = results;
+    } else {
+      EXPECT_EQ(results, reference);
+    }
+  }
+}
+
+// Keys of the live state-machine database whose first byte is `prefix`, read
+// with LevelDB directly. REQUIRES: the state machine in `dir` is closed.
+std::vector<std::string> RawKeys(const std::string& dir, char prefix) {
+  std::vector<std::string> out;
+  leveldb::DB* raw = nullptr;
+  leveldb::Status s = leveldb::DB::Open(leveldb::Options(), dir + "/db-000001", &raw);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  if (!s.ok()) return out;
+  std::unique_ptr<leveldb::DB> db(raw);
+  std::unique_ptr<leveldb::Iterator> it(db->NewIterator(leveldb::ReadOptions()));
+  for (it->Seek(std::string(1, prefix)); it->Valid() && it->key()[0] == prefix; it->Next()) {
+    out.push_back(it->key().ToString());
+  }
+  return out;
+}
+
+// Expired sessions are physically removed, including those that expire long
+// after the last scan found nothing to remove (scans are skipped until the
+// oldest remaining session can have expired).
+TEST(StateMachineSessions, ExpiredSessionRecordsAreRemoved) {
+  TempDir d;
+  StateMachineOptions o;
+  o.session_expiry_entries = 10;
+  {
+    auto sm = StateMachine::Open(d.path(), o);
+    ASSERT_TRUE(sm.ok());
+    uint64_t i = 0;
+    auto apply = [&](std::optional<Command> c) {
+      ++i;
+      auto r = (*sm)->Apply({c ? Normal(i, *c) : Typed(i, v1::ENTRY_NOOP)});
+      ASSERT_TRUE(r.ok()) << r.status();
+    };
+    apply(Put("a", "1", 1, 1));
+    for (int k = 0; k < 4; ++k) apply(std::nullopt);
+    apply(Put("b", "1", 2, 1));  // index 6
+    for (int k = 0; k < 4; ++k) apply(std::nullopt);
+    apply(Put("c", "1", 1, 2));  // index 11: client 1 re-recorded, not removed
+    for (int k = 0; k < 30; ++k) apply(std::nullopt);
+    // A retry of a forgotten session is applied again.
+    apply(Put("c", "1", 1, 2));
+    EXPECT_EQ((*(*sm)->Get("c"))->version(), 2);
+    for (int k = 0; k < 30; ++k) apply(std::nullopt);
+  }
+  EXPECT_THAT(RawKeys(d.path(), 's'), ::testing::IsEmpty());
+  EXPECT_THAT(RawKeys(d.path(), 'x'), ::testing::IsEmpty());
+}
+
+// Table files of the live database, and their total size.
+uint64_t TableBytes(const std::string& dir) {
+  uint64_t total = 0;
+  for (const auto& f : std::filesystem::directory_iterator(dir + "/db-000001")) {
+    if (f.path().extension() == ".ldb") total += f.file_size();
+  }
+  return total;
+}
+
+TEST(StateMachineOptionsTest, CompressionIsHonouredAndDataSurviveReopen) {
+  uint64_t bytes[2] = {0, 0};
+  for (int compress = 0; compress < 2; ++compress) {
+    SCOPED_TRACE(::testing::Message() << "compress " << compress);
+    TempDir d;
+    StateMachineOptions o;
+    o.compress = compress == 1;
+    {
+      auto sm = StateMachine::Open(d.path(), o);
+      ASSERT_TRUE(sm.ok());
+      std::vector<Entry> es;
+      for (uint64_t i = 1; i <= 1000; ++i) {
+        es.push_back(Normal(i, Put("key" + std::to_string(i), std::string(1000, 'a' + i % 26))));
+      }
+      ASSERT_TRUE((*sm)->Apply(es).ok());
+      ASSERT_TRUE((*sm)->Sync().ok());  // flushes the memtable into a table
+    }
+    bytes[compress] = TableBytes(d.path());
+    // Reopened with the other setting: tables of either kind stay readable.
+    o.compress = !o.compress;
+    auto sm = StateMachine::Open(d.path(), o);
+    ASSERT_TRUE(sm.ok()) << sm.status();
+    EXPECT_EQ((*sm)->applied_index(), 1000u);
+    for (uint64_t i = 1; i <= 1000; i += 37) {
+      auto kv = (*sm)->Get("key" + std::to_string(i));
+      ASSERT_TRUE(kv.ok() && kv->has_value());
+      EXPECT_EQ((*kv)->value(), std::string(1000, 'a' + i % 26));
+    }
+  }
+  EXPECT_GE(bytes[0], 1000u * 1000u);  // values stored as they are
+  EXPECT_LT(bytes[1], bytes[0] / 4);   // repetitive values compress
+}
+
+// Counts reads of LevelDB table files.
+class TableReadCountingEnv : public leveldb::EnvWrapper {
+ public:
+  TableReadCountingEnv() : leveldb::EnvWrapper(leveldb::Env::Default()) {}
+  int reads() const { return reads_.load(); }
+  void Reset() { reads_ = 0; }
+
+  leveldb::Status NewRandomAccessFile(const std::string& f,
+                                      leveldb::RandomAccessFile** r) override {
+    leveldb::Status s = target()->NewRandomAccessFile(f, r);
+    if (s.ok()) *r = new File(*r, &reads_);
+    return s;
+  }
+
+ private:
+  class File : public leveldb::RandomAccessFile {
+   public:
+    File(leveldb::RandomAccessFile* base, std::atomic<int>* reads) : base_(base), reads_(reads) {}
+    ~File() override { delete base_; }
+    leveldb::Status Read(uint64_t offset, size_t n, leveldb::Slice* result,
+                         char* scratch) const override {
+      ++*reads_;
+      return base_->Read(offset, n, result, scratch);
+    }
+
+   private:
+    leveldb::RandomAccessFile* const base_;
+    std::atomic<int>* const reads_;
+  };
+  std::atomic<int> reads_{0};
+};
+
+TEST(StateMachineOptionsTest, BlockCacheIsHonoured) {
+  TempDir d;
+  TableReadCountingEnv env;
+  StateMachineOptions o;
+  o.env = &env;
+  {
+    auto sm = StateMachine::Open(d.path(), o);
+    ASSERT_TRUE(sm.ok());
+    std::vector<Entry> es;
+    for (uint64_t i = 1; i <= 2000; ++i) {
+      es.push_back(Normal(i, Put("key" + std::to_string(i), std::string(500, 'v'))));
+    }
+    ASSERT_TRUE((*sm)->Apply(es).ok());
+    ASSERT_TRUE((*sm)->Sync().ok());
+  }
+  // Reads every key twice; returns the table reads of the second pass.
+  auto second_pass_reads = [&](size_t cache_bytes) {
+    o.block_cache_bytes = cache_bytes;
+    auto sm = StateMachine::Open(d.path(), o);
+    EXPECT_TRUE(sm.ok()) << sm.status();
+    if (!sm.ok()) return -1;
+    for (int pass = 0; pass < 2; ++pass) {
+      env.Reset();
+      for (uint64_t i = 1; i <= 2000; ++i) {
+        auto kv = (*sm)->Get("key" + std::to_string(i));
+        EXPECT_TRUE(kv.ok() && kv->has_value() && (*kv)->value() == std::string(500, 'v'));
+      }
+    }
+    return env.reads();
+  };
+  EXPECT_EQ(second_pass_reads(64 << 20), 0);  // everything stays cached
+  EXPECT_GT(second_pass_reads(1), 100);  // a cache too small to keep blocks
 }
 
 TEST_F(StateMachineTest, ValidateRejectsBadCommandsWithReasons) {
