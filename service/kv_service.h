@@ -81,13 +81,15 @@ class ReadIndexForwarder {
 // itself, so a request is parsed, validated and handed to the Raft thread (or
 // the apply thread, or forwarded) without any hand-off between gRPC threads.
 //
-// One heap object per call (a Call in kv_service.cc, shared-owned) holds the
+// One heap object per call (a UnaryCall in kv_service.cc, owned through a
+// shared_ptr by its queue and by whoever holds its waiter) holds the
 // request, the response, the ServerContext and the responder, and is itself
 // the call's WriteWaiter or ReadWaiter. Posted on a queue before a request
 // arrives, it expects up to three tags there: its Finish, its AsyncNotifyWhen-
 // Done and, on a follower, the forwarded call to the leader. Exactly one
 // thread finishes a call: whoever wins the call's Claim() (the Raft or apply
-// thread through the waiter, the queue's thread on validation errors and
+// thread through the waiter, or a gRPC callback thread when the read
+// forwarder fails it; the queue's thread on validation errors and
 // forwarded answers, or the queue's thread when the done tag says the client
 // cancelled or its deadline passed). Once every expected tag is back the
 // queue's thread "settles" the call: it destroys the ServerContext and the
@@ -104,6 +106,11 @@ class ReadIndexForwarder {
 // fail theirs when they stop, the driver may hold reads until it is
 // destroyed) touches nothing but its own shell: never a queue, a
 // ServerContext or this service.
+//
+// The same server also runs callback services (Cluster, health, reflection):
+// gRPC 1.51 allows mixing them with async ones. Its callback threads
+// ("nexting_thread") still take turns polling the process's sockets, so part
+// of the network reading still happens there.
 //
 // Owned by main(); the driver, applier, peers, forwarder and config it points
 // to outlive it. Register(), Start() and Shutdown() are called from main()'s

@@ -205,6 +205,10 @@ class ClusterTest(unittest.TestCase):
             t is self for t, _ in list(result.failures) + list(result.errors))
         if failed:
             for i in self.c.ids:
+                p = self.c.procs.get(i)
+                sys.stderr.write("node %d process: %s\n" % (
+                    i, "not started" if p is None else
+                    "running" if p.poll() is None else "exited with %d" % p.returncode))
                 try:
                     sys.stderr.write("node %d status: %s\n" % (i, self.c.status(i)))
                 except grpc.RpcError as e:
