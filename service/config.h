@@ -30,6 +30,9 @@ struct NodeConfig {
   uint64_t max_value_bytes = 1 << 20;
   uint64_t max_key_bytes = 4096;
   int max_pending_requests = 10000;
+  // Threads (each with its own completion queue) that serve raftkv.v1.KV;
+  // --kv_threads, in [1, 64].
+  int kv_threads = 2;
 
   std::vector<uint64_t> voter_ids() const;
   const PeerAddress& self() const { return members.at(id); }

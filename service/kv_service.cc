@@ -1,7 +1,11 @@
 #include "service/kv_service.h"
 
+#include <pthread.h>
+
 #include <chrono>
 #include <functional>
+#include <optional>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -81,20 +85,6 @@ class Call {
   Resp* resp_;
 };
 
-class FnWriteWaiter final : public WriteWaiter {
- public:
-  using AppliedFn = std::function<void(const v1::CommandResult&, uint64_t)>;
-  using FailedFn = std::function<void(const absl::Status&)>;
-  FnWriteWaiter(AppliedFn applied, FailedFn failed)
-      : applied_(std::move(applied)), failed_(std::move(failed)) {}
-  void Applied(const v1::CommandResult& r, uint64_t term) override { applied_(r, term); }
-  void Failed(const absl::Status& s) override { failed_(s); }
-
- private:
-  AppliedFn applied_;
-  FailedFn failed_;
-};
-
 class FnReadWaiter final : public ReadWaiter {
  public:
   using ServeFn = std::function<void(uint64_t, uint64_t, const KvStore*)>;
@@ -121,8 +111,8 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-bool IsForwarded(grpc::CallbackServerContext* ctx) {
-  return ctx->client_metadata().count(kForwardedMetadata) > 0;
+bool IsForwarded(const grpc::ServerContextBase& ctx) {
+  return ctx.client_metadata().count(kForwardedMetadata) > 0;
 }
 
 // The smallest key greater than every key starting with `prefix` ("" = none).
@@ -138,10 +128,10 @@ std::string PrefixEnd(std::string prefix) {
   return "";
 }
 
-std::chrono::system_clock::time_point ForwardDeadline(grpc::CallbackServerContext* ctx,
+std::chrono::system_clock::time_point ForwardDeadline(const grpc::ServerContextBase& ctx,
                                                       std::chrono::seconds cap) {
   auto capped = std::chrono::system_clock::now() + cap;
-  return std::min(ctx->deadline(), capped);
+  return std::min(ctx.deadline(), capped);
 }
 
 // Context every handler shares: leader hints and error conversion.
@@ -154,23 +144,28 @@ struct Hints {
     auto it = config.members.find(leader);
     return leader == 0 || it == config.members.end() ? "" : it->second.client_addr;
   }
-  // UNAVAILABLE gets the leader's client address in message and metadata.
-  template <typename Resp>
-  void Fail(const Call<Resp>& call, const grpc::Status& s) const {
-    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) {
-      call.Fail(s);
-      return;
-    }
-    std::string addr = LeaderAddr();
+  // UNAVAILABLE gets the leader's client address in the message and, through
+  // *leader_addr, in the trailing metadata; other codes pass unchanged.
+  grpc::Status Decorate(const grpc::Status& s, std::string* leader_addr) const {
+    leader_addr->clear();
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return s;
     uint64_t leader = driver->leader();
+    auto it = config.members.find(leader);
+    std::string addr = leader == 0 || it == config.members.end() ? "" : it->second.client_addr;
     std::string msg = s.error_message();
     if (leader != 0 && leader != config.id && !addr.empty()) {
       absl::StrAppend(&msg, " (leader: node ", leader, " at ", addr, ")");
     } else if (leader == 0) {
       absl::StrAppend(&msg, " (no leader is known; the cluster may have lost its quorum)");
     }
-    call.Fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, msg),
-              leader != config.id ? addr : config.self().client_addr);
+    *leader_addr = leader != config.id ? addr : config.self().client_addr;
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, msg);
+  }
+  template <typename Resp>
+  void Fail(const Call<Resp>& call, const grpc::Status& s) const {
+    std::string addr;
+    grpc::Status decorated = Decorate(s, &addr);
+    call.Fail(decorated, addr);
   }
 };
 
@@ -217,84 +212,6 @@ grpc::Status ResultStatus(const v1::CommandResult& r) {
     default:
       return Invalid(r.error().empty() ? "invalid command" : r.error());
   }
-}
-
-// Everything a write handler does after building its Command.
-template <typename Req, typename Resp, typename Fill, typename AsyncCall>
-void SubmitWrite(const NodeConfig& config, RaftDriver* driver, Applier* applier,
-                 const PeerClients* peers, std::atomic<int>* pending,
-                 grpc::CallbackServerContext* ctx, const Req* req, Call<Resp> call,
-                 const v1::Command& command, Fill fill, AsyncCall async_call) {
-  Hints hints{config, driver};
-  if (pending->load(std::memory_order_relaxed) > config.max_pending_requests) {
-    call.Fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                           absl::StrCat("too many pending requests (limit ",
-                                        config.max_pending_requests, "); retry later")));
-    return;
-  }
-  if (driver->IsLeader()) {
-    if (driver->commit_index() > applier->applied_index() + kMaxApplyLag) {
-      call.Fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                             "applying lags too far behind commit; retry later"));
-      return;
-    }
-    auto waiter = std::make_shared<FnWriteWaiter>(
-        [call, fill, id = config.id](const v1::CommandResult& r, uint64_t term) {
-          call.Complete([&](Resp* out) {
-            grpc::Status s = ResultStatus(r);
-            if (!s.ok()) return s;
-            out->mutable_header()->set_node_id(id);
-            out->mutable_header()->set_term(term);
-            out->mutable_header()->set_revision(r.revision());
-            fill(r, out);
-            return s;
-          });
-        },
-        [call, hints](const absl::Status& s) { hints.Fail(call, ToGrpc(s)); });
-    driver->Propose(command.SerializeAsString(), std::move(waiter));
-    return;
-  }
-  // A follower forwards to the leader, once.
-  if (IsForwarded(ctx)) {
-    hints.Fail(call, grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                  "this node is not the leader (request was already forwarded)"));
-    return;
-  }
-  uint64_t leader = driver->leader();
-  v1::KV::Stub* stub = peers->kv(leader);
-  if (leader == 0 || leader == config.id || stub == nullptr) {
-    hints.Fail(call, grpc::Status(grpc::StatusCode::UNAVAILABLE, "no leader"));
-    return;
-  }
-  struct Forward {
-    grpc::ClientContext client;
-    Req req;
-    Resp resp;
-  };
-  auto fwd = std::make_shared<Forward>();
-  fwd->req = *req;
-  fwd->client.set_deadline(ForwardDeadline(ctx, kForwardTimeCap));
-  fwd->client.AddMetadata(kForwardedMetadata, absl::StrCat(config.id));
-  // The callback may run after this node began shutting down, so it uses only
-  // what it owns: the leader hint is taken now.
-  std::string leader_addr = hints.LeaderAddr();
-  async_call(stub->async(), &fwd->client, &fwd->req, &fwd->resp,
-             [fwd, call, leader, leader_addr](grpc::Status s) {
-               if (s.ok()) {
-                 call.Complete([&](Resp* out) {
-                   *out = std::move(fwd->resp);
-                   return grpc::Status::OK;
-                 });
-               } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-                 call.Fail(grpc::Status(
-                               grpc::StatusCode::UNAVAILABLE,
-                               absl::StrCat("forwarding to the leader failed: ", s.error_message(),
-                                            " (leader: node ", leader, " at ", leader_addr, ")")),
-                           leader_addr);
-               } else {
-                 call.Fail(s);
-               }
-             });
 }
 
 }  // namespace
@@ -397,195 +314,589 @@ void ReadIndexForwarder::Done(const grpc::Status& status, uint64_t index, uint64
   Add(std::move(next));
 }
 
-KvService::KvService(const NodeConfig& config, RaftDriver* driver, Applier* applier,
-                     const PeerClients* peers, ReadIndexForwarder* reads)
-    : config_(config), driver_(driver), applier_(applier), peers_(peers), reads_(reads) {}
+// ---- raftkv.v1.KV on completion queues (see kv_service.h) ----
+
+struct KvService::State {
+  State(const NodeConfig& config, RaftDriver* driver, Applier* applier, const PeerClients* peers,
+        ReadIndexForwarder* reads)
+      : config(config), driver(driver), applier(applier), peers(peers), reads(reads) {}
+
+  void Run(size_t index);
+  void PostAll(grpc::ServerCompletionQueue* cq);
+  // A call object will get no more tags from its queue.
+  void Released() {
+    if (live.fetch_sub(1) == 1 && stopping.load()) {
+      absl::MutexLock lock(&mu);  // its release re-evaluates Shutdown()'s condition
+    }
+  }
+
+  const NodeConfig& config;
+  RaftDriver* const driver;
+  Applier* const applier;
+  const PeerClients* const peers;
+  ReadIndexForwarder* const reads;
+
+  // Set up by Register() and Start() before any call arrives; then constant.
+  v1::KV::AsyncService service;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;
+  std::vector<std::thread> threads;
+
+  // Calls started (their request arrived) and not yet settled: what
+  // --max_pending_requests limits.
+  std::atomic<int> pending{0};
+  // Call objects their queue may still return a tag for: posted requests and
+  // pending calls. Shutdown() waits for zero.
+  std::atomic<int> live{0};
+  // Set by Shutdown(): requests that arrive are no longer replaced by new ones.
+  std::atomic<bool> stopping{false};
+  absl::Mutex mu;  // guards nothing; Shutdown() waits on it for `live` to drop to zero
+};
 
 namespace {
 
-// Routes a read: serializable -> apply thread; linearizable -> ReadIndex on the
-// leader, or via the leader's read index on a follower.
-void RouteRead(bool serializable, RaftDriver* driver, Applier* applier,
-               ReadIndexForwarder* forwarder, std::shared_ptr<ReadWaiter> waiter) {
-  if (serializable) {
-    applier->AddReads(0, 0, {std::move(waiter)});
-  } else if (driver->IsLeader()) {
-    driver->Read(std::move(waiter));
-  } else {
-    forwarder->Add(std::move(waiter));
+// A queue tag is a call's address with the event in its two low bits.
+enum Event : uintptr_t { kRequest = 0, kDone = 1, kFinish = 2, kForward = 3 };
+constexpr uintptr_t kEventMask = 3;
+// Requests of each method kept posted on each queue, so that calls arriving
+// together are matched at once rather than queued inside gRPC.
+constexpr int kPostedPerMethod = 8;
+
+// What the queue threads see of a call. Everything but Claim() and what a
+// claimant uses runs on the queue's thread only.
+class CallBase {
+ public:
+  CallBase(KvService::State* state, grpc::ServerCompletionQueue* cq) : state_(state), cq_(cq) {}
+  virtual ~CallBase() = default;
+  CallBase(const CallBase&) = delete;
+  CallBase& operator=(const CallBase&) = delete;
+
+  // Posts the request for this call's method with the kRequest tag; the
+  // object keeps itself alive (`self`) until its queue is done with it.
+  void Post(std::shared_ptr<CallBase> self) {
+    self_ = std::move(self);
+    state_->live.fetch_add(1);
+    Request();
   }
+  virtual void OnEvent(Event event, bool ok) = 0;
+
+  static void Dispatch(void* tag, bool ok) {
+    uintptr_t bits = reinterpret_cast<uintptr_t>(tag);
+    reinterpret_cast<CallBase*>(bits & ~kEventMask)->OnEvent(static_cast<Event>(bits & kEventMask),
+                                                             ok);
+  }
+
+ protected:
+  virtual void Request() = 0;
+  void* Tag(Event event) {
+    static_assert(alignof(CallBase) > kEventMask);
+    return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(this) | event);
+  }
+  // The queue is done with this object: drops its own reference, which may
+  // destroy it (a waiter may still hold the shell).
+  void Release() {
+    KvService::State* state = state_;
+    std::shared_ptr<CallBase> self = std::move(self_);
+    self.reset();
+    state->Released();
+  }
+
+  KvService::State* const state_;
+  grpc::ServerCompletionQueue* const cq_;
+  std::shared_ptr<CallBase> self_;  // set while the queue may return a tag
+};
+
+template <typename C>
+void PostCall(KvService::State* state, grpc::ServerCompletionQueue* cq) {
+  auto call = std::make_shared<C>(state, cq);
+  C* raw = call.get();
+  raw->Post(std::move(call));
 }
+
+// One unary call of method M (see the method traits below): the request, the
+// response, the ServerContext and responder, and an optional forward to the
+// leader, in one object.
+template <typename M>
+class UnaryCall : public CallBase {
+ public:
+  using Req = typename M::Req;
+  using Resp = typename M::Resp;
+
+  UnaryCall(KvService::State* state, grpc::ServerCompletionQueue* cq) : CallBase(state, cq) {
+    grpc_.emplace();
+  }
+
+  void OnEvent(Event event, bool ok) final {
+    switch (event) {
+      case kRequest:
+        if (!ok) {  // never matched: the server is shutting down
+          Release();
+          return;
+        }
+        state_->pending.fetch_add(1, std::memory_order_relaxed);
+        outstanding_ = 2;  // kDone and kFinish
+        if (!state_->stopping.load(std::memory_order_relaxed)) PostAnother();
+        Handle();
+        return;
+      case kDone:
+        --outstanding_;
+        // The client went away or its deadline passed: finish now so that the
+        // call's resources go, whatever the Raft or apply thread still holds.
+        if (grpc_->ctx.IsCancelled()) {
+          if (fwd_) fwd_->client.TryCancel();
+          Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled or deadline exceeded"));
+        }
+        break;
+      case kFinish:
+        --outstanding_;
+        break;
+      case kForward:
+        --outstanding_;
+        Forwarded();
+        break;
+    }
+    if (outstanding_ == 0) Settle();
+  }
+
+ protected:
+  // The request arrived; runs on the queue's thread and must not block.
+  virtual void Handle() = 0;
+  // Posts a fresh call object of the same type on the same queue.
+  virtual void PostAnother() = 0;
+
+  // Whoever gets true finishes the call; everyone else must leave it alone.
+  bool Claim() { return !claimed_.exchange(true, std::memory_order_acq_rel); }
+
+  // Claims and finishes; `leader_addr` (if any) goes into trailing metadata.
+  // Nothing of the call may be touched after this returns, except by the
+  // queue's thread: the call may settle at once.
+  void Finish(const grpc::Status& status, const std::string& leader_addr = "") {
+    if (!Claim()) return;
+    FinishClaimed(status, leader_addr);
+  }
+  // Like Finish(), with the leader hints UNAVAILABLE gets.
+  void FinishWithHints(const grpc::Status& status) {
+    if (!Claim()) return;
+    std::string addr;
+    grpc::Status decorated = Hints{state_->config, state_->driver}.Decorate(status, &addr);
+    FinishClaimed(decorated, addr);
+  }
+  // REQUIRES: this thread won Claim().
+  void FinishClaimed(const grpc::Status& status, const std::string& leader_addr = "") {
+    Grpc& g = *grpc_;
+    if (!leader_addr.empty()) g.ctx.AddTrailingMetadata(kLeaderMetadata, leader_addr);
+    if (status.ok()) {
+      g.responder.Finish(resp_, status, Tag(kFinish));
+    } else {
+      g.responder.FinishWithError(status, Tag(kFinish));
+    }
+  }
+
+  // Forwards the request to the leader over this call's queue; the answer
+  // comes back as kForward. Queue thread only, from Handle().
+  void StartForward(v1::KV::Stub* stub, uint64_t leader) {
+    const NodeConfig& config = state_->config;
+    fwd_ = std::make_unique<Forward>();
+    fwd_->leader = leader;
+    fwd_->leader_addr = Hints{config, state_->driver}.LeaderAddr();
+    fwd_->client.set_deadline(ForwardDeadline(grpc_->ctx, kForwardTimeCap));
+    fwd_->client.AddMetadata(kForwardedMetadata, absl::StrCat(config.id));
+    fwd_->reader = M::PrepareForward(stub, &fwd_->client, req_, cq_);
+    ++outstanding_;
+    fwd_->reader->StartCall();
+    fwd_->reader->Finish(&fwd_->resp, &fwd_->status, Tag(kForward));
+  }
+
+  const grpc::ServerContext& grpc_ctx() const { return grpc_->ctx; }
+
+  Req req_;
+  Resp resp_;
+
+ private:
+  struct Grpc {
+    grpc::ServerContext ctx;
+    grpc::ServerAsyncResponseWriter<Resp> responder{&ctx};
+  };
+  struct Forward {
+    grpc::ClientContext client;
+    Resp resp;
+    grpc::Status status;
+    uint64_t leader = 0;
+    std::string leader_addr;  // taken when the forward started
+    std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>> reader;
+  };
+
+  void Request() final {
+    Grpc& g = *grpc_;
+    g.ctx.AsyncNotifyWhenDone(Tag(kDone));
+    M::Request(&state_->service, &g.ctx, &req_, &g.responder, cq_, Tag(kRequest));
+  }
+
+  void Forwarded() {
+    const grpc::Status& s = fwd_->status;
+    if (s.ok()) {
+      if (!Claim()) return;
+      resp_ = std::move(fwd_->resp);
+      FinishClaimed(grpc::Status::OK);
+    } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          absl::StrCat("forwarding to the leader failed: ", s.error_message(),
+                                       " (leader: node ", fwd_->leader, " at ", fwd_->leader_addr,
+                                       ")")),
+             fwd_->leader_addr);
+    } else {
+      Finish(s);
+    }
+  }
+
+  // Every tag is back: gRPC is done with the call. A waiter may still hold
+  // the object; it keeps an empty shell whose Claim() fails.
+  void Settle() {
+    state_->pending.fetch_sub(1, std::memory_order_relaxed);
+    fwd_.reset();
+    grpc_.reset();
+    Release();
+  }
+
+  std::optional<Grpc> grpc_;  // reset when the call settles
+  std::unique_ptr<Forward> fwd_;
+  std::atomic<bool> claimed_{false};
+  int outstanding_ = 0;  // tags still to come once started; queue thread only
+};
+
+// Writes: validated, turned into a Command and proposed on the leader, or
+// forwarded once to the leader from a follower.
+template <typename M>
+class WriteCall final : public UnaryCall<M>, public WriteWaiter {
+ public:
+  using UnaryCall<M>::UnaryCall;
+
+  void Applied(const v1::CommandResult& r, uint64_t term) override {
+    if (!this->Claim()) return;
+    grpc::Status s = ResultStatus(r);
+    if (s.ok()) {
+      v1::ResponseHeader* h = this->resp_.mutable_header();
+      h->set_node_id(this->state_->config.id);
+      h->set_term(term);
+      h->set_revision(r.revision());
+      M::Fill(r, &this->resp_);
+    }
+    this->FinishClaimed(s);
+  }
+  void Failed(const absl::Status& s) override { this->FinishWithHints(ToGrpc(s)); }
+
+ private:
+  void PostAnother() override { PostCall<WriteCall>(this->state_, this->cq_); }
+
+  void Handle() override {
+    KvService::State* st = this->state_;
+    const NodeConfig& config = st->config;
+    if (grpc::Status s = M::Check(this->req_, config); !s.ok()) {
+      this->Finish(s);
+      return;
+    }
+    if (st->pending.load(std::memory_order_relaxed) > config.max_pending_requests) {
+      this->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                absl::StrCat("too many pending requests (limit ",
+                                             config.max_pending_requests, "); retry later")));
+      return;
+    }
+    RaftDriver* driver = st->driver;
+    if (driver->IsLeader()) {
+      if (driver->commit_index() > st->applier->applied_index() + kMaxApplyLag) {
+        this->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                  "applying lags too far behind commit; retry later"));
+        return;
+      }
+      v1::Command command;
+      M::Build(&this->req_, &command);
+      driver->Propose(command.SerializeAsString(),
+                      std::shared_ptr<WriteWaiter>(this->self_, static_cast<WriteWaiter*>(this)));
+      return;
+    }
+    // A follower forwards to the leader, once.
+    if (IsForwarded(this->grpc_ctx())) {
+      this->FinishWithHints(grpc::Status(
+          grpc::StatusCode::UNAVAILABLE,
+          "this node is not the leader (request was already forwarded)"));
+      return;
+    }
+    uint64_t leader = driver->leader();
+    v1::KV::Stub* stub = st->peers->kv(leader);
+    if (leader == 0 || leader == config.id || stub == nullptr) {
+      this->FinishWithHints(grpc::Status(grpc::StatusCode::UNAVAILABLE, "no leader"));
+      return;
+    }
+    this->StartForward(stub, leader);
+  }
+};
+
+// Reads: serializable ones on the apply thread at once, linearizable ones
+// through ReadIndex on the leader or the leader's read index on a follower.
+template <typename M>
+class ReadCall final : public UnaryCall<M>, public ReadWaiter {
+ public:
+  using UnaryCall<M>::UnaryCall;
+
+  bool NeedsApply() const override { return true; }
+  void Serve(uint64_t, uint64_t, const KvStore* store) override {
+    if (!this->Claim()) return;
+    grpc::Status s = M::Serve(this->req_, *store, &this->resp_);
+    if (s.ok()) {
+      v1::ResponseHeader* h = this->resp_.mutable_header();
+      h->set_node_id(this->state_->config.id);
+      h->set_term(this->state_->driver->term());
+      h->set_revision(store->revision());
+    }
+    this->FinishClaimed(s);
+  }
+  void Failed(const absl::Status& s) override { this->FinishWithHints(ToGrpc(s)); }
+
+ private:
+  void PostAnother() override { PostCall<ReadCall>(this->state_, this->cq_); }
+
+  void Handle() override {
+    KvService::State* st = this->state_;
+    if (grpc::Status s = M::Check(&this->req_, st->config); !s.ok()) {
+      this->Finish(s);
+      return;
+    }
+    std::shared_ptr<ReadWaiter> waiter(this->self_, static_cast<ReadWaiter*>(this));
+    if (this->req_.serializable()) {
+      st->applier->AddReads(0, 0, {std::move(waiter)});
+    } else if (st->driver->IsLeader()) {
+      st->driver->Read(std::move(waiter));
+    } else {
+      st->reads->Add(std::move(waiter));
+    }
+  }
+};
+
+// Method traits: the generated async entry points, validation, and how a
+// request becomes a Command (writes) or an answer (reads).
+template <typename Q, typename R>
+struct MethodTypes {
+  using Req = Q;
+  using Resp = R;
+  using Writer = grpc::ServerAsyncResponseWriter<R>;
+  using Reader = std::unique_ptr<grpc::ClientAsyncResponseReader<R>>;
+};
+
+struct PutMethod : MethodTypes<v1::PutRequest, v1::PutResponse> {
+  static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
+                      grpc::ServerCompletionQueue* cq, void* tag) {
+    s->RequestPut(c, q, w, cq, cq, tag);
+  }
+  static Reader PrepareForward(v1::KV::Stub* stub, grpc::ClientContext* c, const Req& q,
+                               grpc::CompletionQueue* cq) {
+    return stub->PrepareAsyncPut(c, q, cq);
+  }
+  static grpc::Status Check(const Req& q, const NodeConfig& config) {
+    grpc::Status s = CheckKey(q.key(), config);
+    if (s.ok()) s = CheckValue(q.value(), config);
+    if (s.ok()) s = CheckSession(q.client_id(), q.sequence());
+    return s;
+  }
+  // Moves the key and value: the request is not used again.
+  static void Build(Req* q, v1::Command* c) {
+    c->set_client_id(q->client_id());
+    c->set_sequence(q->sequence());
+    v1::PutCommand* put = c->mutable_put();
+    put->set_key(std::move(*q->mutable_key()));
+    put->set_value(std::move(*q->mutable_value()));
+  }
+  static void Fill(const v1::CommandResult& r, Resp* out) {
+    if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
+  }
+};
+
+struct DeleteMethod : MethodTypes<v1::DeleteRequest, v1::DeleteResponse> {
+  static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
+                      grpc::ServerCompletionQueue* cq, void* tag) {
+    s->RequestDelete(c, q, w, cq, cq, tag);
+  }
+  static Reader PrepareForward(v1::KV::Stub* stub, grpc::ClientContext* c, const Req& q,
+                               grpc::CompletionQueue* cq) {
+    return stub->PrepareAsyncDelete(c, q, cq);
+  }
+  static grpc::Status Check(const Req& q, const NodeConfig& config) {
+    grpc::Status s = CheckKey(q.key(), config);
+    if (s.ok()) s = CheckSession(q.client_id(), q.sequence());
+    return s;
+  }
+  static void Build(Req* q, v1::Command* c) {
+    c->set_client_id(q->client_id());
+    c->set_sequence(q->sequence());
+    c->mutable_delete_()->set_key(std::move(*q->mutable_key()));
+  }
+  static void Fill(const v1::CommandResult& r, Resp* out) {
+    out->set_deleted(r.code() == v1::CommandResult::OK);
+    if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
+  }
+};
+
+struct CompareAndSwapMethod
+    : MethodTypes<v1::CompareAndSwapRequest, v1::CompareAndSwapResponse> {
+  static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
+                      grpc::ServerCompletionQueue* cq, void* tag) {
+    s->RequestCompareAndSwap(c, q, w, cq, cq, tag);
+  }
+  static Reader PrepareForward(v1::KV::Stub* stub, grpc::ClientContext* c, const Req& q,
+                               grpc::CompletionQueue* cq) {
+    return stub->PrepareAsyncCompareAndSwap(c, q, cq);
+  }
+  static grpc::Status Check(const Req& q, const NodeConfig& config) {
+    grpc::Status s = CheckKey(q.key(), config);
+    if (s.ok()) s = CheckValue(q.new_value(), config);
+    if (s.ok()) s = CheckSession(q.client_id(), q.sequence());
+    if (s.ok() && q.expected_case() == Req::EXPECTED_NOT_SET) {
+      s = Invalid(
+          "compare-and-swap needs one of expected_value, expected_mod_revision, "
+          "expect_absent");
+    }
+    if (s.ok() && q.expected_case() == Req::kExpectAbsent && !q.expect_absent()) {
+      s = Invalid("expect_absent, when set, must be true");
+    }
+    return s;
+  }
+  static void Build(Req* q, v1::Command* c) {
+    c->set_client_id(q->client_id());
+    c->set_sequence(q->sequence());
+    v1::CompareAndSwapCommand* cas = c->mutable_compare_and_swap();
+    cas->set_key(std::move(*q->mutable_key()));
+    cas->set_new_value(std::move(*q->mutable_new_value()));
+    switch (q->expected_case()) {
+      case Req::kExpectedValue:
+        cas->set_expected_value(std::move(*q->mutable_expected_value()));
+        break;
+      case Req::kExpectedModRevision:
+        cas->set_expected_mod_revision(q->expected_mod_revision());
+        break;
+      default:
+        cas->set_expect_absent(true);
+    }
+  }
+  static void Fill(const v1::CommandResult& r, Resp* out) {
+    if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
+  }
+};
+
+struct GetMethod : MethodTypes<v1::GetRequest, v1::GetResponse> {
+  static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
+                      grpc::ServerCompletionQueue* cq, void* tag) {
+    s->RequestGet(c, q, w, cq, cq, tag);
+  }
+  static grpc::Status Check(Req* q, const NodeConfig& config) { return CheckKey(q->key(), config); }
+  static grpc::Status Serve(const Req& q, const KvStore& store, Resp* out) {
+    absl::StatusOr<std::optional<v1::KeyValue>> kv = store.Get(q.key());
+    if (!kv.ok()) return ToGrpc(kv.status());
+    out->set_found(kv->has_value());
+    if (kv->has_value()) *out->mutable_kv() = std::move(**kv);
+    return grpc::Status::OK;
+  }
+};
+
+struct RangeMethod : MethodTypes<v1::RangeRequest, v1::RangeResponse> {
+  static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
+                      grpc::ServerCompletionQueue* cq, void* tag) {
+    s->RequestRange(c, q, w, cq, cq, tag);
+  }
+  // Leaves the request in normal form for Serve(): [key, range_end) (empty
+  // range_end: to the end of the key space) and a limit in (0, kMaxRangeLimit].
+  static grpc::Status Check(Req* q, const NodeConfig& config) {
+    const std::string& start = q->key();
+    std::string end;
+    grpc::Status s;
+    if (q->limit() < 0) s = Invalid("limit must not be negative");
+    if (q->prefix()) {
+      end = PrefixEnd(start);
+    } else if (q->range_end().empty()) {
+      if (start.empty()) s = Invalid("key is empty (set prefix to list every key)");
+      end = start + '\0';  // the single key `start`
+    } else {
+      end = q->range_end();
+      if (end <= start) s = Invalid("range_end must be greater than key");
+    }
+    if (s.ok() && start.size() > config.max_key_bytes) s = CheckKey(start, config);
+    if (!s.ok()) return s;
+    q->set_range_end(std::move(end));
+    q->set_limit(q->limit() == 0 ? kMaxRangeLimit : std::min(q->limit(), kMaxRangeLimit));
+    return s;
+  }
+  static grpc::Status Serve(const Req& q, const KvStore& store, Resp* out) {
+    std::vector<v1::KeyValue> kvs;
+    bool more = false;
+    if (absl::Status st = store.Range(q.key(), q.range_end(), q.limit(), &kvs, &more); !st.ok()) {
+      return ToGrpc(st);
+    }
+    for (v1::KeyValue& kv : kvs) *out->add_kvs() = std::move(kv);
+    out->set_more(more);
+    return grpc::Status::OK;
+  }
+};
 
 }  // namespace
 
-grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
-                                         const v1::PutRequest* req, v1::PutResponse* resp) {
-  Call<v1::PutResponse> call(ctx, resp, &pending_);
-  grpc::Status s = CheckKey(req->key(), config_);
-  if (s.ok()) s = CheckValue(req->value(), config_);
-  if (s.ok()) s = CheckSession(req->client_id(), req->sequence());
-  if (!s.ok()) {
-    call.Fail(s);
-    return call.reactor();
+void KvService::State::PostAll(grpc::ServerCompletionQueue* cq) {
+  for (int i = 0; i < kPostedPerMethod; ++i) {
+    PostCall<WriteCall<PutMethod>>(this, cq);
+    PostCall<ReadCall<GetMethod>>(this, cq);
+    PostCall<WriteCall<DeleteMethod>>(this, cq);
+    PostCall<ReadCall<RangeMethod>>(this, cq);
+    PostCall<WriteCall<CompareAndSwapMethod>>(this, cq);
   }
-  v1::Command cmd;
-  cmd.set_client_id(req->client_id());
-  cmd.set_sequence(req->sequence());
-  cmd.mutable_put()->set_key(req->key());
-  cmd.mutable_put()->set_value(req->value());
-  SubmitWrite(
-      config_, driver_, applier_, peers_, &pending_, ctx, req, call, cmd,
-      [](const v1::CommandResult& r, v1::PutResponse* out) {
-        if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
-      },
-      [](auto* async, auto* c, auto* q, auto* p, auto cb) { async->Put(c, q, p, std::move(cb)); });
-  return call.reactor();
 }
 
-grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
-                                            const v1::DeleteRequest* req,
-                                            v1::DeleteResponse* resp) {
-  Call<v1::DeleteResponse> call(ctx, resp, &pending_);
-  grpc::Status s = CheckKey(req->key(), config_);
-  if (s.ok()) s = CheckSession(req->client_id(), req->sequence());
-  if (!s.ok()) {
-    call.Fail(s);
-    return call.reactor();
-  }
-  v1::Command cmd;
-  cmd.set_client_id(req->client_id());
-  cmd.set_sequence(req->sequence());
-  cmd.mutable_delete_()->set_key(req->key());
-  SubmitWrite(
-      config_, driver_, applier_, peers_, &pending_, ctx, req, call, cmd,
-      [](const v1::CommandResult& r, v1::DeleteResponse* out) {
-        out->set_deleted(r.code() == v1::CommandResult::OK);
-        if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
-      },
-      [](auto* async, auto* c, auto* q, auto* p, auto cb) {
-        async->Delete(c, q, p, std::move(cb));
-      });
-  return call.reactor();
+void KvService::State::Run(size_t index) {
+  pthread_setname_np(pthread_self(), absl::StrCat("raftkv-kv-", index).c_str());
+  grpc::ServerCompletionQueue* cq = cqs[index].get();
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq->Next(&tag, &ok)) CallBase::Dispatch(tag, ok);
 }
 
-grpc::ServerUnaryReactor* KvService::CompareAndSwap(grpc::CallbackServerContext* ctx,
-                                                    const v1::CompareAndSwapRequest* req,
-                                                    v1::CompareAndSwapResponse* resp) {
-  Call<v1::CompareAndSwapResponse> call(ctx, resp, &pending_);
-  grpc::Status s = CheckKey(req->key(), config_);
-  if (s.ok()) s = CheckValue(req->new_value(), config_);
-  if (s.ok()) s = CheckSession(req->client_id(), req->sequence());
-  if (s.ok() && req->expected_case() == v1::CompareAndSwapRequest::EXPECTED_NOT_SET) {
-    s = Invalid(
-        "compare-and-swap needs one of expected_value, expected_mod_revision, "
-        "expect_absent");
+KvService::KvService(const NodeConfig& config, RaftDriver* driver, Applier* applier,
+                     const PeerClients* peers, ReadIndexForwarder* reads)
+    : state_(std::make_unique<State>(config, driver, applier, peers, reads)) {}
+
+KvService::~KvService() = default;
+
+void KvService::Register(grpc::ServerBuilder* builder) {
+  builder->RegisterService(&state_->service);
+  for (int i = 0; i < state_->config.kv_threads; ++i) {
+    state_->cqs.push_back(builder->AddCompletionQueue());
   }
-  if (s.ok() && req->expected_case() == v1::CompareAndSwapRequest::kExpectAbsent &&
-      !req->expect_absent()) {
-    s = Invalid("expect_absent, when set, must be true");
-  }
-  if (!s.ok()) {
-    call.Fail(s);
-    return call.reactor();
-  }
-  v1::Command cmd;
-  cmd.set_client_id(req->client_id());
-  cmd.set_sequence(req->sequence());
-  v1::CompareAndSwapCommand* cas = cmd.mutable_compare_and_swap();
-  cas->set_key(req->key());
-  cas->set_new_value(req->new_value());
-  switch (req->expected_case()) {
-    case v1::CompareAndSwapRequest::kExpectedValue:
-      cas->set_expected_value(req->expected_value());
-      break;
-    case v1::CompareAndSwapRequest::kExpectedModRevision:
-      cas->set_expected_mod_revision(req->expected_mod_revision());
-      break;
-    default:
-      cas->set_expect_absent(true);
-  }
-  SubmitWrite(
-      config_, driver_, applier_, peers_, &pending_, ctx, req, call, cmd,
-      [](const v1::CommandResult& r, v1::CompareAndSwapResponse* out) {
-        if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
-      },
-      [](auto* async, auto* c, auto* q, auto* p, auto cb) {
-        async->CompareAndSwap(c, q, p, std::move(cb));
-      });
-  return call.reactor();
 }
 
-grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
-                                         const v1::GetRequest* req, v1::GetResponse* resp) {
-  Call<v1::GetResponse> call(ctx, resp, &pending_);
-  if (grpc::Status s = CheckKey(req->key(), config_); !s.ok()) {
-    call.Fail(s);
-    return call.reactor();
+void KvService::Start() {
+  State* st = state_.get();
+  for (auto& cq : st->cqs) st->PostAll(cq.get());
+  for (size_t i = 0; i < st->cqs.size(); ++i) {
+    st->threads.emplace_back([st, i] { st->Run(i); });
   }
-  Hints hints{config_, driver_};
-  auto waiter = std::make_shared<FnReadWaiter>(
-      true,
-      [call, key = req->key(), id = config_.id, driver = driver_](uint64_t, uint64_t,
-                                                                  const KvStore* store) {
-        call.Complete([&](v1::GetResponse* out) {
-          absl::StatusOr<std::optional<v1::KeyValue>> kv = store->Get(key);
-          if (!kv.ok()) return ToGrpc(kv.status());
-          out->mutable_header()->set_node_id(id);
-          out->mutable_header()->set_term(driver->term());
-          out->mutable_header()->set_revision(store->revision());
-          out->set_found(kv->has_value());
-          if (kv->has_value()) *out->mutable_kv() = **kv;
-          return grpc::Status::OK;
-        });
-      },
-      [call, hints](const absl::Status& s) { hints.Fail(call, ToGrpc(s)); });
-  RouteRead(req->serializable(), driver_, applier_, reads_, std::move(waiter));
-  return call.reactor();
 }
 
-grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* ctx,
-                                           const v1::RangeRequest* req, v1::RangeResponse* resp) {
-  Call<v1::RangeResponse> call(ctx, resp, &pending_);
-  std::string start = req->key(), end;
-  grpc::Status s;
-  if (req->limit() < 0) s = Invalid("limit must not be negative");
-  if (req->prefix()) {
-    end = PrefixEnd(start);
-  } else if (req->range_end().empty()) {
-    if (start.empty()) s = Invalid("key is empty (set prefix to list every key)");
-    end = start + '\0';  // the single key `start`
-  } else {
-    end = req->range_end();
-    if (end <= start) s = Invalid("range_end must be greater than key");
+bool KvService::Shutdown(absl::Duration timeout) {
+  State* st = state_.get();
+  st->stopping.store(true);
+  bool settled;
+  {
+    absl::MutexLock lock(&st->mu);
+    settled = st->mu.AwaitWithTimeout(
+        absl::Condition(+[](State* s) { return s->live.load() == 0; }, st), timeout);
   }
-  if (s.ok() && start.size() > config_.max_key_bytes) s = CheckKey(start, config_);
-  if (!s.ok()) {
-    call.Fail(s);
-    return call.reactor();
+  if (!settled) {
+    // A call not yet finished could still call Finish(), which gRPC refuses
+    // on a shut-down queue (it aborts): leave queues and threads running.
+    spdlog::error("{} KV calls still unsettled at shutdown; leaving their queues running",
+                  st->live.load());
+    for (std::thread& t : st->threads) t.detach();
+    (void)state_.release();
+    return false;
   }
-  int64_t limit = req->limit() == 0 ? kMaxRangeLimit : std::min(req->limit(), kMaxRangeLimit);
-  Hints hints{config_, driver_};
-  auto waiter = std::make_shared<FnReadWaiter>(
-      true,
-      [call, start, end, limit, id = config_.id, driver = driver_](uint64_t, uint64_t,
-                                                                   const KvStore* store) {
-        call.Complete([&](v1::RangeResponse* out) {
-          std::vector<v1::KeyValue> kvs;
-          bool more = false;
-          if (absl::Status st = store->Range(start, end, limit, &kvs, &more); !st.ok()) {
-            return ToGrpc(st);
-          }
-          out->mutable_header()->set_node_id(id);
-          out->mutable_header()->set_term(driver->term());
-          out->mutable_header()->set_revision(store->revision());
-          for (v1::KeyValue& kv : kvs) *out->add_kvs() = std::move(kv);
-          out->set_more(more);
-          return grpc::Status::OK;
-        });
-      },
-      [call, hints](const absl::Status& st) { hints.Fail(call, ToGrpc(st)); });
-  RouteRead(req->serializable(), driver_, applier_, reads_, std::move(waiter));
-  return call.reactor();
+  for (auto& cq : st->cqs) cq->Shutdown();
+  for (std::thread& t : st->threads) t.join();
+  st->threads.clear();
+  return true;
 }
 
 ClusterService::ClusterService(const NodeConfig& config, RaftDriver* driver, Applier* applier)

@@ -1,11 +1,12 @@
-// The client-facing gRPC services of raftd: raftkv.v1.KV and raftkv.v1.Cluster.
+// The client-facing gRPC services of raftd: raftkv.v1.KV (CompletionQueue
+// API, its own threads) and raftkv.v1.Cluster (callback API).
 //
-// Handlers run on gRPC's callback threads. They validate the request, then
-// either hand it to the Raft thread (writes and linearizable reads on the
-// leader), to the apply thread (serializable reads), or forward it
-// asynchronously (writes and read-index requests on a follower), and return at
-// once; the call is finished later by whichever thread completes it (a Call's
-// Claim() makes sure exactly one does). No handler waits on another thread.
+// Handlers validate the request, then either hand it to the Raft thread
+// (writes and linearizable reads on the leader), to the apply thread
+// (serializable reads), or forward it asynchronously (writes and read-index
+// requests on a follower), and return at once; the call is finished later by
+// whichever thread completes it (a call's Claim() makes sure exactly one
+// does). No handler waits on another thread.
 //
 // Owned by main(); the driver, applier and config it points to outlive it.
 #pragma once
@@ -73,30 +74,70 @@ class ReadIndexForwarder {
   std::vector<std::shared_ptr<ReadWaiter>> waiting_ ABSL_GUARDED_BY(mu_);
 };
 
-class KvService final : public v1::KV::CallbackService {
+// raftkv.v1.KV on gRPC's CompletionQueue API.
+//
+// Threads: config.kv_threads threads ("raftkv-kv-N"), each owning one server
+// completion queue. A thread that takes a tag off its queue runs the handler
+// itself, so a request is parsed, validated and handed to the Raft thread (or
+// the apply thread, or forwarded) without any hand-off between gRPC threads.
+//
+// One heap object per call (a UnaryCall in kv_service.cc, owned through a
+// shared_ptr by its queue and by whoever holds its waiter) holds the
+// request, the response, the ServerContext and the responder, and is itself
+// the call's WriteWaiter or ReadWaiter. Posted on a queue before a request
+// arrives, it expects up to three tags there: its Finish, its AsyncNotifyWhen-
+// Done and, on a follower, the forwarded call to the leader. Exactly one
+// thread finishes a call: whoever wins the call's Claim() (the Raft or apply
+// thread through the waiter, or a gRPC callback thread when the read
+// forwarder fails it; the queue's thread on validation errors and
+// forwarded answers, or the queue's thread when the done tag says the client
+// cancelled or its deadline passed). Once every expected tag is back the
+// queue's thread "settles" the call: it destroys the ServerContext and the
+// responder, lowers the pending-call count (--max_pending_requests) and drops
+// its own reference; a waiter still held by the Raft or apply thread keeps
+// only an empty shell alive, whose Claim() fails.
+//
+// Shutdown (see raftd_main.cc): server->Shutdown(deadline) first, which
+// cancels every call still open when the deadline passes; then Shutdown()
+// here, which waits until every posted or started call has settled (each
+// cancelled call's done tag makes its thread claim and finish it), then shuts
+// the queues down, drains them and joins the threads. After that no call can
+// be claimed any more, so a waiter completed later (the driver and applier
+// fail theirs when they stop, the driver may hold reads until it is
+// destroyed) touches nothing but its own shell: never a queue, a
+// ServerContext or this service.
+//
+// The same server also runs callback services (Cluster, health, reflection):
+// gRPC 1.51 allows mixing them with async ones. Its callback threads
+// ("nexting_thread") still take turns polling the process's sockets, so part
+// of the network reading still happens there.
+//
+// Owned by main(); the driver, applier, peers, forwarder and config it points
+// to outlive it. Register(), Start() and Shutdown() are called from main()'s
+// thread, in that order, once each.
+class KvService {
  public:
   KvService(const NodeConfig& config, RaftDriver* driver, Applier* applier,
             const PeerClients* peers, ReadIndexForwarder* reads);
+  // REQUIRES: Shutdown() returned, or Start() was never called.
+  ~KvService();
+  KvService(const KvService&) = delete;
+  KvService& operator=(const KvService&) = delete;
 
-  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
-                                v1::PutResponse* resp) override;
-  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
-                                v1::GetResponse* resp) override;
-  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
-                                   v1::DeleteResponse* resp) override;
-  grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* ctx, const v1::RangeRequest* req,
-                                  v1::RangeResponse* resp) override;
-  grpc::ServerUnaryReactor* CompareAndSwap(grpc::CallbackServerContext* ctx,
-                                           const v1::CompareAndSwapRequest* req,
-                                           v1::CompareAndSwapResponse* resp) override;
+  // Before builder->BuildAndStart(): registers the service and adds one
+  // completion queue per thread.
+  void Register(grpc::ServerBuilder* builder);
+  // After BuildAndStart(): posts the first requests and starts the threads.
+  void Start();
+  // REQUIRES: the server's Shutdown() returned. Returns false if calls were
+  // still unsettled after `timeout`; the queues and threads are then left
+  // running (leaked) rather than risk a Finish on a shut-down queue.
+  bool Shutdown(absl::Duration timeout);
+
+  struct State;  // everything the calls share; defined in kv_service.cc
 
  private:
-  const NodeConfig& config_;
-  RaftDriver* const driver_;
-  Applier* const applier_;
-  const PeerClients* const peers_;
-  ReadIndexForwarder* const reads_;
-  std::atomic<int> pending_{0};  // calls started and not yet finished
+  std::unique_ptr<State> state_;
 };
 
 class ClusterService final : public v1::Cluster::CallbackService {

@@ -60,6 +60,9 @@ ABSL_FLAG(uint64_t, max_value_bytes, 1 << 20,
 ABSL_FLAG(int, max_pending_requests, 10000,
           "Client calls in progress beyond which new writes get RESOURCE_EXHAUSTED. "
           "Env: RAFTKV_MAX_PENDING_REQUESTS.");
+ABSL_FLAG(int, kv_threads, 2,
+          "Threads serving raftkv.v1.KV, each polling its own gRPC completion queue and "
+          "running the handlers of the calls it receives (1..64). Env: RAFTKV_KV_THREADS.");
 ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error. Env: RAFTKV_LOG_LEVEL.");
 
@@ -81,6 +84,7 @@ constexpr std::pair<const char*, const char*> kEnv[] = {
     {"election_ms", "RAFTKV_ELECTION_MS"},
     {"max_value_bytes", "RAFTKV_MAX_VALUE_BYTES"},
     {"max_pending_requests", "RAFTKV_MAX_PENDING_REQUESTS"},
+    {"kv_threads", "RAFTKV_KV_THREADS"},
     {"log_level", "RAFTKV_LOG_LEVEL"},
 };
 
@@ -111,6 +115,7 @@ absl::StatusOr<NodeConfig> ConfigFromFlags() {
   c.election_ms = absl::GetFlag(FLAGS_election_ms);
   c.max_value_bytes = absl::GetFlag(FLAGS_max_value_bytes);
   c.max_pending_requests = absl::GetFlag(FLAGS_max_pending_requests);
+  c.kv_threads = absl::GetFlag(FLAGS_kv_threads);
   if (absl::Status s = ValidateConfig(c); !s.ok()) return s;
   PeerAddress& self = c.members[c.id];
   c.client_listen = absl::GetFlag(FLAGS_client_addr);
@@ -205,7 +210,7 @@ int Run(int argc, char** argv) {
   int client_port = 0;
   client_builder.AddListeningPort(config.client_listen, grpc::InsecureServerCredentials(),
                                   &client_port);
-  client_builder.RegisterService(&kv);
+  kv.Register(&client_builder);
   client_builder.RegisterService(&cluster);
   // Minimal stack (see PERF-NOTES.md): sizes are checked by the handlers;
   // deadline checks are switched back on explicitly.
@@ -224,6 +229,7 @@ int Run(int argc, char** argv) {
                 absl::UnavailableError("cannot bind " + config.client_listen));
   }
 
+  kv.Start();
   applier.Start();
   (*driver)->Start();
   client_server->GetHealthCheckService()->SetServingStatus(true);
@@ -237,6 +243,11 @@ int Run(int argc, char** argv) {
   // Clients first, while Raft still runs, so calls in progress can finish.
   client_server->GetHealthCheckService()->SetServingStatus(false);
   client_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Every KV call is finished or cancelled now; the KV threads settle them,
+  // then stop. Raft and apply still run, so waiters may complete meanwhile.
+  if (!kv.Shutdown(absl::Seconds(5))) {
+    spdlog::warn("KV calls were still in progress at shutdown");
+  }
   peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   if (!forwarder.WaitIdle(absl::Seconds(5))) {
     spdlog::warn("a forwarded read-index call is still in flight at shutdown");

@@ -207,10 +207,14 @@ class ClusterTest(unittest.TestCase):
             t is self for t, _ in list(result.failures) + list(result.errors))
         if failed:
             for i in self.c.ids:
+                p = self.c.procs.get(i)
+                sys.stderr.write("node %d process: %s\n" % (
+                    i, "not started" if p is None else
+                    "running" if p.poll() is None else "exited with %d" % p.returncode))
                 try:
                     sys.stderr.write("node %d status: %s\n" % (i, self.c.status(i)))
                 except grpc.RpcError as e:
-                    sys.stderr.write("node %d status: %s\n" % (i, e.code()))
+                    sys.stderr.write("node %d status: %s %s\n" % (i, e.code(), e.details()))
                 sys.stderr.write("---- node %d log (tail) ----\n%s\n" % (i, self.c.log(i)[-3000:]))
         self.c.close()
 
@@ -494,7 +498,11 @@ class ClusterTest(unittest.TestCase):
         self.assertGreater(codes.get("RESOURCE_EXHAUSTED", 0), 0, codes)
         self.assertGreater(codes.get("OK", 0), 0, codes)
         self.assertEqual(set(codes), {"OK", "RESOURCE_EXHAUSTED"})
-        self.c.put(leader, b"after", b"overload")
+
+        # A call's slot is given back just after its reply is sent, so the first write
+        # after the burst may still find one taken (RESOURCE_EXHAUSTED): retry it.
+        wait_for(lambda: self.c.put(leader, b"after", b"overload"), 5,
+                 "the slots of the burst to be given back")
         self.assertEqual(self.c.get(leader, b"after").kv.value, b"overload")
 
     def test_unavailable_names_the_leader(self):
@@ -614,6 +622,80 @@ class ClusterTest(unittest.TestCase):
                            capture_output=True, text=True, timeout=30)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("not a member", r.stderr)
+
+    def test_expired_calls_give_their_slot_back(self):
+        """Writes and linearizable reads whose deadline passes while they cannot complete
+        (two of three nodes stopped) end with DEADLINE_EXCEEDED and give their
+        --max_pending_requests slot back at once, not when Raft finally answers; the node
+        keeps serving and stops cleanly."""
+        # A long election timeout keeps the leader leading (check-quorum steps it down
+        # only after one) while the writes below expire.
+        for i in self.c.ids:
+            self.c.start(i, extra=["--max_pending_requests=2", "--election_ms=4000"])
+        leader = self.c.wait_leader(timeout=30)
+        self.c.put(leader, b"before", b"1")
+        stopped = [i for i in self.c.ids if i != leader]
+        for i in stopped:
+            self.c.signal(i, signal.SIGSTOP)
+        codes = []
+        t0 = time.monotonic()
+        # Bounded: 5 writes and 3 reads of 0.25 s each, well inside the election timeout.
+        for n in range(5):
+            try:
+                self.c.put(leader, b"expired-%d" % n, b"x", timeout=0.25)
+                codes.append("OK")
+            except grpc.RpcError as e:
+                codes.append(e.code().name)
+        for n in range(3):
+            try:
+                self.c.get(leader, b"before", timeout=0.25)
+                codes.append("OK")
+            except grpc.RpcError as e:
+                codes.append(e.code().name)
+        if time.monotonic() - t0 < 3.5:  # the leader cannot have stepped down yet
+            self.assertEqual(codes, ["DEADLINE_EXCEEDED"] * 8)
+        self.assertNotIn("RESOURCE_EXHAUSTED", codes)
+        self.assertNotIn("OK", codes)
+        # The node still answers while its calls' waiters are parked in Raft.
+        self.assertEqual(self.c.status(leader).role, "leader")
+        self.assertTrue(self.c.get(leader, b"before", serializable=True).found)
+        for i in stopped:
+            self.c.signal(i, signal.SIGCONT)
+        new = self.c.wait_leader(timeout=30)
+        wait_for(lambda: self.c.put(new, b"after", b"1", timeout=2), 20, "writes to succeed again")
+        for n in range(3):
+            self.c.put(new, b"after-%d" % n, b"1")
+        for i in self.c.ids:
+            self.assertIsNone(self.c.procs[i].poll(), "node %d died" % i)
+            self.c.stop(i)
+
+    def test_sigterm_under_load_exits_cleanly(self):
+        """SIGTERM while hundreds of calls are in flight (proposed, forwarded, reading):
+        every node exits with status 0 within its shutdown deadline, and every call ends."""
+        self.c.start_all()
+        leader = self.c.wait_leader()
+        follower = next(i for i in self.c.ids if i != leader)
+        futures = []
+        # Bounded: 3 rounds of 150 calls, spread over the leader and a follower.
+        for r in range(3):
+            for n in range(150):
+                node = leader if n % 2 else follower
+                kv = self.c.kv(node)
+                if n % 3 == 0:
+                    futures.append(kv.Get.future(kv_pb2.GetRequest(key=b"k%d" % n), timeout=10))
+                else:
+                    futures.append(kv.Put.future(
+                        kv_pb2.PutRequest(key=b"k%d" % n, value=b"v" * 100), timeout=10))
+        # Stop the follower first (its forwarded calls are in flight), then the leader.
+        self.c.stop(follower)
+        self.c.stop(leader)
+        for f in futures:
+            try:
+                f.result(timeout=15)
+            except grpc.RpcError:
+                pass  # any status: the point is that each call ends
+        for i in self.c.ids:
+            self.c.stop(i)
 
 
 if __name__ == "__main__":

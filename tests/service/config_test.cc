@@ -63,5 +63,21 @@ TEST(ValidateConfigTest, RejectsMissingDataDirAndBadTimeouts) {
   EXPECT_FALSE(ValidateConfig(c).ok());
 }
 
+TEST(ValidateConfigTest, KvThreadsDefaultToTwoAndMustBeOneToSixtyFour) {
+  EXPECT_EQ(Valid().kv_threads, 2);
+  for (int n : {1, 64}) {
+    NodeConfig c = Valid();
+    c.kv_threads = n;
+    EXPECT_TRUE(ValidateConfig(c).ok()) << n;
+  }
+  for (int n : {0, -1, 65}) {
+    NodeConfig c = Valid();
+    c.kv_threads = n;
+    absl::Status s = ValidateConfig(c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << n;
+    EXPECT_NE(s.message().find("--kv_threads"), absl::string_view::npos) << n;
+  }
+}
+
 }  // namespace
 }  // namespace raftkv::service
