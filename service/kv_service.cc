@@ -630,7 +630,7 @@ class WriteCall final : public UnaryCall<M>, public WriteWaiter {
   }
 };
 
-// Reads: serializable ones on the apply thread at once, linearizable ones
+// Reads: serializable ones at once on this thread, linearizable ones
 // through ReadIndex on the leader or the leader's read index on a follower.
 template <typename M>
 class ReadCall final : public UnaryCall<M>, public ReadWaiter {

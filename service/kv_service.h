@@ -1,10 +1,10 @@
 // The client-facing gRPC services of raftd: raftkv.v1.KV (CompletionQueue
 // API, its own threads) and raftkv.v1.Cluster (callback API).
 //
-// Handlers validate the request, then either hand it to the Raft thread
-// (writes and linearizable reads on the leader), to the apply thread
-// (serializable reads), or forward it asynchronously (writes and read-index
-// requests on a follower), and return at once; the call is finished later by
+// Handlers validate the request, then either answer it at once on their own
+// thread (serializable reads), hand it to the Raft thread (writes and
+// linearizable reads on the leader), or forward it asynchronously (writes and
+// read-index requests on a follower), and return; the call is finished later by
 // whichever thread completes it (a call's Claim() makes sure exactly one
 // does). No handler waits on another thread.
 //
