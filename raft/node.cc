@@ -100,6 +100,8 @@ uint64_t MessageTerm(const Message& m) {
       return m.snapshot_response().term();
     case Message::kTimeoutNow:
       return m.timeout_now().term();
+    case Message::kForwardRequest:
+    case Message::kForwardResponse:
     case Message::BODY_NOT_SET:
       break;
   }
@@ -147,6 +149,9 @@ class NodeImpl final : public Node {
   absl::Status Step(const Message& msg) override {
     if (msg.body_case() == Message::BODY_NOT_SET) {
       return absl::InvalidArgumentError("raft message has no body");
+    }
+    if (msg.has_forward_request() || msg.has_forward_response()) {
+      return absl::InvalidArgumentError("a forwarded write is for the driver, not the core");
     }
     if (msg.from() == 0 || msg.from() == config_.id) {
       return absl::InvalidArgumentError(absl::StrCat("raft message from invalid node ", msg.from()));

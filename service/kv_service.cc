@@ -18,7 +18,6 @@ constexpr char kForwardedMetadata[] = "raftkv-forwarded";
 // etcd's limit: refuse new writes when apply lags commit by this much.
 constexpr uint64_t kMaxApplyLag = 5000;
 constexpr int64_t kMaxRangeLimit = 10000;
-constexpr auto kForwardTimeCap = std::chrono::seconds(10);
 constexpr auto kReadIndexTimeout = std::chrono::seconds(3);
 
 // Shared by a call's reactor and every thread that may finish it: whoever
@@ -126,12 +125,6 @@ std::string PrefixEnd(std::string prefix) {
     prefix.pop_back();
   }
   return "";
-}
-
-std::chrono::system_clock::time_point ForwardDeadline(const grpc::ServerContextBase& ctx,
-                                                      std::chrono::seconds cap) {
-  auto capped = std::chrono::system_clock::now() + cap;
-  return std::min(ctx.deadline(), capped);
 }
 
 // Context every handler shares: leader hints and error conversion.
@@ -355,7 +348,7 @@ struct KvService::State {
 namespace {
 
 // A queue tag is a call's address with the event in its two low bits.
-enum Event : uintptr_t { kRequest = 0, kDone = 1, kFinish = 2, kForward = 3 };
+enum Event : uintptr_t { kRequest = 0, kDone = 1, kFinish = 2 };
 constexpr uintptr_t kEventMask = 3;
 // Requests of each method kept posted on each queue, so that calls arriving
 // together are matched at once rather than queued inside gRPC.
@@ -442,16 +435,11 @@ class UnaryCall : public CallBase {
         // The client went away or its deadline passed: finish now so that the
         // call's resources go, whatever the Raft or apply thread still holds.
         if (grpc_->ctx.IsCancelled()) {
-          if (fwd_) fwd_->client.TryCancel();
           Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled or deadline exceeded"));
         }
         break;
       case kFinish:
         --outstanding_;
-        break;
-      case kForward:
-        --outstanding_;
-        Forwarded();
         break;
     }
     if (outstanding_ == 0) Settle();
@@ -491,21 +479,6 @@ class UnaryCall : public CallBase {
     }
   }
 
-  // Forwards the request to the leader over this call's queue; the answer
-  // comes back as kForward. Queue thread only, from Handle().
-  void StartForward(v1::KV::Stub* stub, uint64_t leader) {
-    const NodeConfig& config = state_->config;
-    fwd_ = std::make_unique<Forward>();
-    fwd_->leader = leader;
-    fwd_->leader_addr = Hints{config, state_->driver}.LeaderAddr();
-    fwd_->client.set_deadline(ForwardDeadline(grpc_->ctx, kForwardTimeCap));
-    fwd_->client.AddMetadata(kForwardedMetadata, absl::StrCat(config.id));
-    fwd_->reader = M::PrepareForward(stub, &fwd_->client, req_, cq_);
-    ++outstanding_;
-    fwd_->reader->StartCall();
-    fwd_->reader->Finish(&fwd_->resp, &fwd_->status, Tag(kForward));
-  }
-
   const grpc::ServerContext& grpc_ctx() const { return grpc_->ctx; }
 
   Req req_;
@@ -516,14 +489,6 @@ class UnaryCall : public CallBase {
     grpc::ServerContext ctx;
     grpc::ServerAsyncResponseWriter<Resp> responder{&ctx};
   };
-  struct Forward {
-    grpc::ClientContext client;
-    Resp resp;
-    grpc::Status status;
-    uint64_t leader = 0;
-    std::string leader_addr;  // taken when the forward started
-    std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>> reader;
-  };
 
   void Request() final {
     Grpc& g = *grpc_;
@@ -531,34 +496,15 @@ class UnaryCall : public CallBase {
     M::Request(&state_->service, &g.ctx, &req_, &g.responder, cq_, Tag(kRequest));
   }
 
-  void Forwarded() {
-    const grpc::Status& s = fwd_->status;
-    if (s.ok()) {
-      if (!Claim()) return;
-      resp_ = std::move(fwd_->resp);
-      FinishClaimed(grpc::Status::OK);
-    } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          absl::StrCat("forwarding to the leader failed: ", s.error_message(),
-                                       " (leader: node ", fwd_->leader, " at ", fwd_->leader_addr,
-                                       ")")),
-             fwd_->leader_addr);
-    } else {
-      Finish(s);
-    }
-  }
-
   // Every tag is back: gRPC is done with the call. A waiter may still hold
   // the object; it keeps an empty shell whose Claim() fails.
   void Settle() {
     state_->pending.fetch_sub(1, std::memory_order_relaxed);
-    fwd_.reset();
     grpc_.reset();
     Release();
   }
 
   std::optional<Grpc> grpc_;  // reset when the call settles
-  std::unique_ptr<Forward> fwd_;
   std::atomic<bool> claimed_{false};
   int outstanding_ = 0;  // tags still to come once started; queue thread only
 };
@@ -601,6 +547,7 @@ class WriteCall final : public UnaryCall<M>, public WriteWaiter {
       return;
     }
     RaftDriver* driver = st->driver;
+    std::shared_ptr<WriteWaiter> waiter(this->self_, static_cast<WriteWaiter*>(this));
     if (driver->IsLeader()) {
       if (driver->commit_index() > st->applier->applied_index() + kMaxApplyLag) {
         this->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -609,24 +556,26 @@ class WriteCall final : public UnaryCall<M>, public WriteWaiter {
       }
       v1::Command command;
       M::Build(&this->req_, &command);
-      driver->Propose(command.SerializeAsString(),
-                      std::shared_ptr<WriteWaiter>(this->self_, static_cast<WriteWaiter*>(this)));
+      driver->Propose(command.SerializeAsString(), std::move(waiter));
       return;
     }
-    // A follower forwards to the leader, once.
+    // A call another node forwarded (raftd before forwarding over the peer
+    // stream) is not forwarded again.
     if (IsForwarded(this->grpc_ctx())) {
       this->FinishWithHints(grpc::Status(
           grpc::StatusCode::UNAVAILABLE,
           "this node is not the leader (request was already forwarded)"));
       return;
     }
-    uint64_t leader = driver->leader();
-    v1::KV::Stub* stub = st->peers->kv(leader);
-    if (leader == 0 || leader == config.id || stub == nullptr) {
+    if (driver->leader() == 0 || driver->leader() == config.id) {
       this->FinishWithHints(grpc::Status(grpc::StatusCode::UNAVAILABLE, "no leader"));
       return;
     }
-    this->StartForward(stub, leader);
+    // A follower carries the write to the leader over the peer stream and
+    // answers once the leader says it is applied.
+    v1::Command command;
+    M::Build(&this->req_, &command);
+    driver->Forward(command.SerializeAsString(), std::move(waiter));
   }
 };
 
@@ -678,17 +627,12 @@ struct MethodTypes {
   using Req = Q;
   using Resp = R;
   using Writer = grpc::ServerAsyncResponseWriter<R>;
-  using Reader = std::unique_ptr<grpc::ClientAsyncResponseReader<R>>;
 };
 
 struct PutMethod : MethodTypes<v1::PutRequest, v1::PutResponse> {
   static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
                       grpc::ServerCompletionQueue* cq, void* tag) {
     s->RequestPut(c, q, w, cq, cq, tag);
-  }
-  static Reader PrepareForward(v1::KV::Stub* stub, grpc::ClientContext* c, const Req& q,
-                               grpc::CompletionQueue* cq) {
-    return stub->PrepareAsyncPut(c, q, cq);
   }
   static grpc::Status Check(const Req& q, const NodeConfig& config) {
     grpc::Status s = CheckKey(q.key(), config);
@@ -714,10 +658,6 @@ struct DeleteMethod : MethodTypes<v1::DeleteRequest, v1::DeleteResponse> {
                       grpc::ServerCompletionQueue* cq, void* tag) {
     s->RequestDelete(c, q, w, cq, cq, tag);
   }
-  static Reader PrepareForward(v1::KV::Stub* stub, grpc::ClientContext* c, const Req& q,
-                               grpc::CompletionQueue* cq) {
-    return stub->PrepareAsyncDelete(c, q, cq);
-  }
   static grpc::Status Check(const Req& q, const NodeConfig& config) {
     grpc::Status s = CheckKey(q.key(), config);
     if (s.ok()) s = CheckSession(q.client_id(), q.sequence());
@@ -739,10 +679,6 @@ struct CompareAndSwapMethod
   static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
                       grpc::ServerCompletionQueue* cq, void* tag) {
     s->RequestCompareAndSwap(c, q, w, cq, cq, tag);
-  }
-  static Reader PrepareForward(v1::KV::Stub* stub, grpc::ClientContext* c, const Req& q,
-                               grpc::CompletionQueue* cq) {
-    return stub->PrepareAsyncCompareAndSwap(c, q, cq);
   }
   static grpc::Status Check(const Req& q, const NodeConfig& config) {
     grpc::Status s = CheckKey(q.key(), config);

@@ -74,10 +74,13 @@ void RaftDriver::Stop() {
   reads_.clear();
   for (Applier::WriteRegistration& w : proposed_) w.waiter->Failed(down);
   proposed_.clear();
+  for (auto& [id, f] : forwarded_) f.waiter->Failed(down);
+  forwarded_.clear();
 }
 
 void RaftDriver::FailEvent(Event& event, const absl::Status& status) {
   if (auto* p = std::get_if<ProposeEvent>(&event)) p->waiter->Failed(status);
+  if (auto* f = std::get_if<ForwardEvent>(&event)) f->waiter->Failed(status);
   if (auto* r = std::get_if<ReadEvent>(&event)) r->waiter->Failed(status);
 }
 
@@ -111,18 +114,56 @@ void RaftDriver::Propose(std::string data, std::shared_ptr<WriteWaiter> waiter) 
   Push(ProposeEvent{std::move(data), std::move(waiter)});
 }
 
+void RaftDriver::Forward(std::string data, std::shared_ptr<WriteWaiter> waiter) {
+  Push(ForwardEvent{std::move(data), std::move(waiter)});
+}
+
 void RaftDriver::Read(std::shared_ptr<ReadWaiter> waiter) { Push(ReadEvent{std::move(waiter)}); }
+
+// Answers a forwarded write once it is applied here (on the apply or Raft
+// thread) or failed: the answer is queued for the Raft thread, which alone
+// may write to the peer streams.
+class RaftDriver::ForwardedWriteWaiter final : public WriteWaiter {
+ public:
+  ForwardedWriteWaiter(RaftDriver* driver, uint64_t follower, uint64_t id)
+      : driver_(driver), follower_(follower), id_(id) {}
+
+  void Applied(const v1::CommandResult& result, uint64_t term) override {
+    raft::Message m = Envelope();
+    v1::ForwardResponse* r = m.mutable_forward_response();
+    r->set_applied(true);
+    r->set_term(term);
+    result.SerializeToString(r->mutable_result());
+    driver_->Push(SendEvent{std::move(m)});
+  }
+  void Failed(const absl::Status& status) override {
+    raft::Message m = Envelope();
+    v1::ForwardResponse* r = m.mutable_forward_response();
+    r->set_error_code(static_cast<int32_t>(status.code()));
+    r->set_error_message(std::string(status.message()));
+    driver_->Push(SendEvent{std::move(m)});
+  }
+
+ private:
+  raft::Message Envelope() const {
+    raft::Message m;
+    m.set_from(driver_->options_.id);
+    m.set_to(follower_);
+    m.mutable_forward_response()->set_id(id_);
+    return m;
+  }
+
+  RaftDriver* const driver_;
+  const uint64_t follower_;
+  const uint64_t id_;
+};
 
 void RaftDriver::QueryStatus(std::function<void(const raft::NodeStatus&)> done) {
   Push(StatusEvent{std::move(done)});
 }
 
 void RaftDriver::Run() {
-  transport_->Start(cq_, [this](const raft::Message& m) {
-    if (absl::Status s = node_->Step(m); !s.ok()) {
-      spdlog::warn("dropped a malformed message from node {}: {}", m.from(), s.ToString());
-    }
-  });
+  transport_->Start(cq_, [this](const raft::Message& m) { Receive(m); });
   const absl::Duration tick = absl::Milliseconds(options_.tick_ms);
   absl::Time next_tick = absl::Now() + tick;
   std::vector<Event> events;
@@ -147,6 +188,7 @@ void RaftDriver::Run() {
     }
     absl::Time now = absl::Now();
     if (now >= next_tick) {
+      if (!forwarded_.empty()) FailForwarded(node_->Summary().leader, now);
       node_->Tick();
       next_tick += tick;
       // After a stall (a paused process, an overloaded machine) do not fire a
@@ -169,22 +211,105 @@ void RaftDriver::ShutdownQueue() {
   while (cq_->Next(&tag, &ok)) static_cast<CqTag*>(tag)->OnComplete(ok);
 }
 
+void RaftDriver::Propose(ProposeEvent& p) {
+  raft::ProposeResult r = node_->Propose(std::move(p.data));
+  switch (r.outcome) {
+    case raft::ProposeOutcome::kAccepted:
+      proposed_.push_back({r.index, r.term, std::move(p.waiter)});
+      break;
+    case raft::ProposeOutcome::kNotLeader:
+      p.waiter->Failed(absl::UnavailableError("this node is not the leader"));
+      break;
+    case raft::ProposeOutcome::kTransferring:
+      p.waiter->Failed(absl::UnavailableError("leadership transfer in progress; retry"));
+      break;
+  }
+}
+
+void RaftDriver::Forward(ForwardEvent& f) {
+  const raft::NodeSummary st = node_->Summary();
+  if (st.role == raft::Role::kLeader) {
+    ProposeEvent p{std::move(f.data), std::move(f.waiter)};
+    Propose(p);
+    return;
+  }
+  if (st.leader == 0 || st.leader == options_.id) {
+    f.waiter->Failed(absl::UnavailableError("no leader to forward the write to"));
+    return;
+  }
+  const uint64_t id = ++next_forward_id_;
+  forwarded_[id] = ForwardedWrite{st.leader, absl::Now() + kForwardTimeout, std::move(f.waiter)};
+  raft::Message m;
+  m.set_from(options_.id);
+  m.set_to(st.leader);
+  v1::ForwardRequest* req = m.mutable_forward_request();
+  req->set_id(id);
+  req->set_command(std::move(f.data));
+  std::vector<raft::Message> out;
+  out.push_back(std::move(m));
+  transport_->Send(std::move(out));
+}
+
+void RaftDriver::Receive(const raft::Message& m) {
+  if (m.has_forward_request()) {
+    // The follower's answer goes back whatever happens: it waits for it.
+    auto waiter = std::make_shared<ForwardedWriteWaiter>(this, m.from(), m.forward_request().id());
+    ProposeEvent p{m.forward_request().command(), waiter};
+    Propose(p);
+    return;
+  }
+  if (m.has_forward_response()) {
+    const v1::ForwardResponse& r = m.forward_response();
+    auto it = forwarded_.find(r.id());
+    if (it == forwarded_.end()) return;  // failed here already (timeout, new leader)
+    std::shared_ptr<WriteWaiter> waiter = std::move(it->second.waiter);
+    forwarded_.erase(it);
+    v1::CommandResult result;
+    if (r.applied() && result.ParseFromString(r.result())) {
+      waiter->Applied(result, r.term());
+    } else if (r.applied()) {
+      waiter->Failed(absl::InternalError("the leader's answer to a forwarded write is malformed"));
+    } else {
+      const auto code = static_cast<absl::StatusCode>(r.error_code());
+      waiter->Failed(absl::Status(code == absl::StatusCode::kOk ? absl::StatusCode::kUnknown : code,
+                                  r.error_message()));
+    }
+    return;
+  }
+  if (absl::Status s = node_->Step(m); !s.ok()) {
+    spdlog::warn("dropped a malformed message from node {}: {}", m.from(), s.ToString());
+  }
+}
+
+void RaftDriver::FailForwarded(uint64_t leader, absl::Time now) {
+  for (auto it = forwarded_.begin(); it != forwarded_.end();) {
+    if (it->second.leader != leader) {
+      it->second.waiter->Failed(absl::UnavailableError(
+          "leadership changed while the write was forwarded; it may or may not be applied "
+          "(retry with the same client_id and sequence)"));
+    } else if (it->second.expires <= now) {
+      it->second.waiter->Failed(absl::UnavailableError(
+          "the leader did not answer a forwarded write in time; it may or may not be applied "
+          "(retry with the same client_id and sequence)"));
+    } else {
+      ++it;
+      continue;
+    }
+    it = forwarded_.erase(it);
+  }
+}
+
 void RaftDriver::HandleEvents(std::vector<Event>& events) {
   std::vector<std::shared_ptr<ReadWaiter>> reads;
   for (Event& event : events) {
     if (auto* p = std::get_if<ProposeEvent>(&event)) {
-      raft::ProposeResult r = node_->Propose(std::move(p->data));
-      switch (r.outcome) {
-        case raft::ProposeOutcome::kAccepted:
-          proposed_.push_back({r.index, r.term, std::move(p->waiter)});
-          break;
-        case raft::ProposeOutcome::kNotLeader:
-          p->waiter->Failed(absl::UnavailableError("this node is not the leader"));
-          break;
-        case raft::ProposeOutcome::kTransferring:
-          p->waiter->Failed(absl::UnavailableError("leadership transfer in progress; retry"));
-          break;
-      }
+      Propose(*p);
+    } else if (auto* f = std::get_if<ForwardEvent>(&event)) {
+      Forward(*f);
+    } else if (auto* m = std::get_if<SendEvent>(&event)) {
+      std::vector<raft::Message> out;
+      out.push_back(std::move(m->message));
+      transport_->Send(std::move(out));
     } else if (auto* r = std::get_if<ReadEvent>(&event)) {
       reads.push_back(std::move(r->waiter));
     } else if (auto* s = std::get_if<StatusEvent>(&event)) {
@@ -268,6 +393,9 @@ void RaftDriver::Publish() {
     spdlog::info("node {} is no longer leader (term {})", options_.id, st.term);
   } else if (!was_leader_ && leader) {
     spdlog::info("node {} became leader in term {}", options_.id, st.term);
+  }
+  if (!forwarded_.empty() && st.leader != leader_.load(std::memory_order_relaxed)) {
+    FailForwarded(st.leader, absl::InfinitePast());
   }
   if (st.role != last_role_ || st.term != term_.load(std::memory_order_relaxed) ||
       st.leader != leader_.load(std::memory_order_relaxed)) {

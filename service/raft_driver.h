@@ -31,6 +31,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "raft/node.h"
@@ -70,6 +71,11 @@ class RaftDriver {
   // Inputs, from any thread.
   // `data` is a serialized Command. The waiter learns the outcome.
   void Propose(std::string data, std::shared_ptr<WriteWaiter> waiter);
+  // Like Propose(), from any node: a follower carries the write to the
+  // leader over the peer stream (ForwardRequest) and the waiter learns the
+  // leader's answer; it fails UNAVAILABLE (outcome unknown) when the leader
+  // changes first or no answer comes within kForwardTimeout.
+  void Forward(std::string data, std::shared_ptr<WriteWaiter> waiter);
   // A linearizable read through ReadIndex on this node (which must lead).
   void Read(std::shared_ptr<ReadWaiter> waiter);
   // `done` runs on the Raft thread with the core's status; it must not block.
@@ -92,7 +98,25 @@ class RaftDriver {
   struct StatusEvent {
     std::function<void(const raft::NodeStatus&)> done;
   };
-  using Event = std::variant<ProposeEvent, ReadEvent, StatusEvent>;
+  struct ForwardEvent {
+    std::string data;
+    std::shared_ptr<WriteWaiter> waiter;
+  };
+  // A message produced off the Raft thread (a forwarded write's answer).
+  struct SendEvent {
+    raft::Message message;
+  };
+  using Event = std::variant<ProposeEvent, ReadEvent, StatusEvent, ForwardEvent, SendEvent>;
+
+  // The leader's side of a forwarded write: answers the follower.
+  class ForwardedWriteWaiter;
+  // A write this follower forwarded, waiting for the leader's answer.
+  struct ForwardedWrite {
+    uint64_t leader;
+    absl::Time expires;
+    std::shared_ptr<WriteWaiter> waiter;
+  };
+  static constexpr absl::Duration kForwardTimeout = absl::Seconds(10);
 
   // Fired by Push() when the inbox turns non-empty; completes on the queue.
   class WakeTag final : public CqTag {
@@ -113,6 +137,13 @@ class RaftDriver {
   // on it. Raft thread, or Stop() when that thread never ran.
   void ShutdownQueue();
   void HandleEvents(std::vector<Event>& events);
+  // A message from a peer: forwarded writes here, everything else to the core.
+  void Receive(const raft::Message& m);
+  void Propose(ProposeEvent& p);
+  void Forward(ForwardEvent& f);
+  // Fails forwarded writes whose leader is no longer `leader`, or (expired)
+  // that waited past their deadline.
+  void FailForwarded(uint64_t leader, absl::Time now);
   void HandleReadies();
   void Publish();
   static void FailEvent(Event& event, const absl::Status& status);
@@ -148,6 +179,8 @@ class RaftDriver {
   // next hand-off that carries committed entries or reads (always ahead of
   // those), or ahead of the news that leadership was lost.
   std::vector<Applier::WriteRegistration> proposed_;
+  uint64_t next_forward_id_ = 0;
+  std::map<uint64_t, ForwardedWrite> forwarded_;  // by id; ids grow with time
 };
 
 }  // namespace raftkv::service

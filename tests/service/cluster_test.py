@@ -228,6 +228,9 @@ class ClusterTest(unittest.TestCase):
             for k in range(3):
                 r = self.c.put(i, b"key-%d-%d" % (i, k), b"value-%d-%d" % (i, k))
                 self.assertGreater(r.header.revision, 0)
+                # A follower carries the write to the leader over the peer
+                # stream and answers the call itself once the leader applied it.
+                self.assertEqual(r.header.node_id, i)
         for reader in self.c.ids:
             for i in self.c.ids:
                 for k in range(3):
