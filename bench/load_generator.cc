@@ -96,12 +96,15 @@ absl::StatusOr<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(
     Worker* worker = w.get();
     LoadGenerator* generator = g.get();
     w->thread = std::thread([generator, worker] { generator->Poll(worker); });
+    // Named here, not by the thread itself: the name is there once Create()
+    // returns (tools and the tests look for it).
+    pthread_setname_np(w->thread.native_handle(),
+                       absl::StrCat("bench-cq-", worker->index % 1000).c_str());
   }
   return g;
 }
 
 void LoadGenerator::Poll(Worker* w) {
-  pthread_setname_np(pthread_self(), absl::StrCat("bench-cq-", w->index % 1000).c_str());
   void* tag = nullptr;
   bool ok = false;
   // A client-side Finish() always completes with ok == true.

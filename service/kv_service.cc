@@ -214,18 +214,13 @@ PeerClients::PeerClients(const NodeConfig& config) {
     if (id == config.id) continue;
     auto channel = grpc::CreateCustomChannel(addr.client_addr, grpc::InsecureChannelCredentials(),
                                              PeerChannelArguments());
-    clients_[id] = Clients{v1::KV::NewStub(channel), v1::Cluster::NewStub(channel)};
+    clients_[id] = v1::Cluster::NewStub(channel);
   }
-}
-
-v1::KV::Stub* PeerClients::kv(uint64_t id) const {
-  auto it = clients_.find(id);
-  return it == clients_.end() ? nullptr : it->second.kv.get();
 }
 
 v1::Cluster::Stub* PeerClients::cluster(uint64_t id) const {
   auto it = clients_.find(id);
-  return it == clients_.end() ? nullptr : it->second.cluster.get();
+  return it == clients_.end() ? nullptr : it->second.get();
 }
 
 ReadIndexForwarder::ReadIndexForwarder(const NodeConfig& config, const RaftDriver* driver,

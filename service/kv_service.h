@@ -2,9 +2,10 @@
 // API, its own threads) and raftkv.v1.Cluster (callback API).
 //
 // Handlers validate the request, then either answer it at once on their own
-// thread (serializable reads), hand it to the Raft thread (writes and
-// linearizable reads on the leader), or forward it asynchronously (writes and
-// read-index requests on a follower), and return; the call is finished later by
+// thread (serializable reads), hand it to the Raft thread (writes anywhere: a
+// follower's go to the leader in the peer stream; linearizable reads on the
+// leader), or ask the leader for a read index (linearizable reads on a
+// follower), and return; the call is finished later by
 // whichever thread completes it (a call's Claim() makes sure exactly one
 // does). No handler waits on another thread.
 //
@@ -30,20 +31,16 @@
 
 namespace raftkv::service {
 
-// Stubs to the other nodes' client addresses, for forwarding. Constant after
+// Stubs to the other nodes' client addresses, for read-index requests (writes
+// travel in the peer streams: RaftDriver::Forward). Constant after
 // construction; stubs are thread-safe.
 class PeerClients {
  public:
   explicit PeerClients(const NodeConfig& config);
-  v1::KV::Stub* kv(uint64_t id) const;            // null for unknown ids
   v1::Cluster::Stub* cluster(uint64_t id) const;  // null for unknown ids
 
  private:
-  struct Clients {
-    std::unique_ptr<v1::KV::Stub> kv;
-    std::unique_ptr<v1::Cluster::Stub> cluster;
-  };
-  std::map<uint64_t, Clients> clients_;
+  std::map<uint64_t, std::unique_ptr<v1::Cluster::Stub>> clients_;
 };
 
 // On a follower: gets read indexes from the leader for linearizable reads.
@@ -79,19 +76,18 @@ class ReadIndexForwarder {
 // Threads: config.kv_threads threads ("raftkv-kv-N"), each owning one server
 // completion queue. A thread that takes a tag off its queue runs the handler
 // itself, so a request is parsed, validated and handed to the Raft thread (or
-// the apply thread, or forwarded) without any hand-off between gRPC threads.
+// answered, for a serializable read) without any hand-off between gRPC
+// threads.
 //
 // One heap object per call (a UnaryCall in kv_service.cc, owned through a
 // shared_ptr by its queue and by whoever holds its waiter) holds the
 // request, the response, the ServerContext and the responder, and is itself
 // the call's WriteWaiter or ReadWaiter. Posted on a queue before a request
-// arrives, it expects up to three tags there: its Finish, its AsyncNotifyWhen-
-// Done and, on a follower, the forwarded call to the leader. Exactly one
-// thread finishes a call: whoever wins the call's Claim() (the Raft or apply
-// thread through the waiter, or a gRPC callback thread when the read
-// forwarder fails it; the queue's thread on validation errors and
-// forwarded answers, or the queue's thread when the done tag says the client
-// cancelled or its deadline passed). Once every expected tag is back the
+// arrives, it expects two tags there: its Finish and its AsyncNotifyWhenDone.
+// Exactly one thread finishes a call: whoever wins the call's Claim() (the
+// Raft or apply thread through the waiter, or a gRPC callback thread when the
+// read forwarder fails it; the queue's thread on validation errors, or when
+// the done tag says the client cancelled or its deadline passed). Once every expected tag is back the
 // queue's thread "settles" the call: it destroys the ServerContext and the
 // responder, lowers the pending-call count (--max_pending_requests) and drops
 // its own reference; a waiter still held by the Raft or apply thread keeps
