@@ -124,51 +124,49 @@ void Applier::Run() {
 }
 
 void Applier::Process(std::vector<Item>& items) {
-  {
-    // Consecutive committed batches are applied with one call: one state
-    // machine write per wake-up rather than per Ready.
-    std::vector<raft::Entry> run;
-    auto flush = [&] {
-      if (!run.empty()) ApplyEntries(run);
-      run.clear();
-    };
-    auto add_reads = [&](ReadBatch& r) {
-      for (auto& w : r.waiters) {
-        if (!w->NeedsApply()) {
-          w->Serve(r.index, r.term, nullptr);
-        } else {
-          pending_reads_.emplace(r.index, PendingRead{r.term, std::move(w)});
-        }
-      }
-    };
-    for (Item& item : items) {
-      if (auto* h = std::get_if<Handoff>(&item)) {
-        // Registrations may join a run: they only need to precede the
-        // entries they wait for, which come in this or a later hand-off.
-        for (WriteRegistration& w : h->writes) {
-          pending_writes_[w.index] = PendingWrite{w.term, std::move(w.waiter)};
-        }
-        for (raft::Entry& e : h->committed) run.push_back(std::move(e));
-        if (h->reads.empty()) continue;
-        flush();
-        for (ReadBatch& r : h->reads) add_reads(r);
-        continue;
-      }
-      flush();
-      if (auto* r = std::get_if<ReadBatch>(&item)) {
-        add_reads(*r);
-      } else if (std::holds_alternative<Lost>(item)) {
-        for (auto& [index, p] : pending_writes_) {
-          p.waiter->Failed(absl::UnavailableError(
-              "leadership was lost before the write committed; it may or may not be applied "
-              "(retry with the same client_id and sequence)"));
-        }
-        pending_writes_.clear();
+  // Consecutive committed batches are applied with one call: one state
+  // machine write per wake-up rather than per Ready.
+  std::vector<raft::Entry> run;
+  auto flush = [&] {
+    if (!run.empty()) ApplyEntries(run);
+    run.clear();
+  };
+  auto add_reads = [&](ReadBatch& r) {
+    for (auto& w : r.waiters) {
+      if (!w->NeedsApply()) {
+        w->Serve(r.index, r.term, nullptr);
+      } else {
+        pending_reads_.emplace(r.index, PendingRead{r.term, std::move(w)});
       }
     }
+  };
+  for (Item& item : items) {
+    if (auto* h = std::get_if<Handoff>(&item)) {
+      // Registrations may join a run: they only need to precede the
+      // entries they wait for, which come in this or a later hand-off.
+      for (WriteRegistration& w : h->writes) {
+        pending_writes_[w.index] = PendingWrite{w.term, std::move(w.waiter)};
+      }
+      for (raft::Entry& e : h->committed) run.push_back(std::move(e));
+      if (h->reads.empty()) continue;
+      flush();
+      for (ReadBatch& r : h->reads) add_reads(r);
+      continue;
+    }
     flush();
-    ServeReads();
+    if (auto* r = std::get_if<ReadBatch>(&item)) {
+      add_reads(*r);
+    } else if (std::holds_alternative<Lost>(item)) {
+      for (auto& [index, p] : pending_writes_) {
+        p.waiter->Failed(absl::UnavailableError(
+            "leadership was lost before the write committed; it may or may not be applied "
+            "(retry with the same client_id and sequence)"));
+      }
+      pending_writes_.clear();
+    }
   }
+  flush();
+  ServeReads();
 }
 
 void Applier::ApplyEntries(const std::vector<raft::Entry>& entries) {

@@ -344,7 +344,7 @@ void RaftDriver::HandleReadies() {
       proposed_.clear();
     }
     handoff.committed = std::move(rd.committed_entries);
-    const uint64_t term = node_->Summary().term;
+    const uint64_t term = rd.read_states.empty() ? 0 : node_->Summary().term;
     for (raft::ReadState& rs : rd.read_states) {
       auto it = reads_.find(rs.context);
       if (it == reads_.end()) continue;

@@ -133,6 +133,14 @@ int Fail(const std::string& what, const absl::Status& s) {
   return 1;
 }
 
+// Peer channels (PeerChannelArguments) ping every 2 s, even when idle; a
+// server that is not told to accept that would answer with GOAWAY.
+void AcceptPeerKeepalives(grpc::ServerBuilder* builder) {
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+}
+
 int Run(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "raftd: a raftkv server node.\n\n"
@@ -182,9 +190,7 @@ int Run(int argc, char** argv) {
   // gRPC sets SO_REUSEPORT by default: a second raftd on the same port would
   // start silently and steal half the connections. Fail at start-up instead.
   peer_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  peer_builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
-  peer_builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-  peer_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  AcceptPeerKeepalives(&peer_builder);
   std::unique_ptr<grpc::Server> peer_server = peer_builder.BuildAndStart();
   if (!peer_server || peer_port == 0) {
     return Fail("listening for peers", absl::UnavailableError("cannot bind " + config.peer_listen));
@@ -217,10 +223,8 @@ int Run(int argc, char** argv) {
   client_builder.AddChannelArgument(GRPC_ARG_MINIMAL_STACK, 1);
   client_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   client_builder.AddChannelArgument(GRPC_ARG_ENABLE_DEADLINE_CHECKS, 1);
-  // Other nodes forward to this port over channels with keepalive pings.
-  client_builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
-  client_builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-  client_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Other nodes ask this port for read indexes over channels with keepalive.
+  AcceptPeerKeepalives(&client_builder);
   client_builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_value_bytes) + (64 << 10));
   std::unique_ptr<grpc::Server> client_server = client_builder.BuildAndStart();
   if (!client_server || client_port == 0) {

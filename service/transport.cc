@@ -97,7 +97,6 @@ class Transport::PeerStream final : public CqTag {
           state_ = State::kFinishing;
           writer_->Finish(&status_, this);
         } else {
-          if (state_ == State::kStarting) ++streams_opened_;
           state_ = State::kOpen;
           WriteQueued();
         }
@@ -190,7 +189,6 @@ class Transport::PeerStream final : public CqTag {
   grpc::Status status_;
   grpc::Alarm backoff_;
   uint64_t batches_ = 0;
-  uint64_t streams_opened_ = 0;
 };
 
 namespace {
