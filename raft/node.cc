@@ -102,6 +102,8 @@ uint64_t MessageTerm(const Message& m) {
       return m.timeout_now().term();
     case Message::kForwardRequest:
     case Message::kForwardResponse:
+    case Message::kForwardReadRequest:
+    case Message::kForwardReadResponse:
     case Message::BODY_NOT_SET:
       break;
   }
@@ -150,8 +152,9 @@ class NodeImpl final : public Node {
     if (msg.body_case() == Message::BODY_NOT_SET) {
       return absl::InvalidArgumentError("raft message has no body");
     }
-    if (msg.has_forward_request() || msg.has_forward_response()) {
-      return absl::InvalidArgumentError("a forwarded write is for the driver, not the core");
+    if (msg.has_forward_request() || msg.has_forward_response() ||
+        msg.has_forward_read_request() || msg.has_forward_read_response()) {
+      return absl::InvalidArgumentError("a forwarded request is for the driver, not the core");
     }
     if (msg.from() == 0 || msg.from() == config_.id) {
       return absl::InvalidArgumentError(absl::StrCat("raft message from invalid node ", msg.from()));

@@ -6,8 +6,8 @@
 // Inputs arrive through one FIFO queue, so their order is the order the Raft
 // thread produced them in: a write is always registered before the hand-off
 // that commits its entry, and committed entries come before the read states of
-// the same Ready. Reads forwarded by a follower (AddReads from any thread) join
-// the same queue. A small hand-off that finds the thread idle and the queue
+// the same Ready. A follower's linearizable reads, once the leader has given
+// their read index (AddReads, from the Raft thread), join the same queue. A small hand-off that finds the thread idle and the queue
 // empty is processed on the submitting thread instead (one thread at a time
 // processes, in queue order: busy_ below). Serializable reads (index 0) are
 // served on the caller's thread at once.

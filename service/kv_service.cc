@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -18,89 +19,6 @@ constexpr char kForwardedMetadata[] = "raftkv-forwarded";
 // etcd's limit: refuse new writes when apply lags commit by this much.
 constexpr uint64_t kMaxApplyLag = 5000;
 constexpr int64_t kMaxRangeLimit = 10000;
-constexpr auto kReadIndexTimeout = std::chrono::seconds(3);
-
-// Shared by a call's reactor and every thread that may finish it: whoever
-// claims it first finishes it, everyone else does nothing.
-class CallState {
- public:
-  bool Claim() { return !claimed_.exchange(true, std::memory_order_acq_rel); }
-  grpc::ServerUnaryReactor* reactor = nullptr;  // valid until finished
-  grpc::CallbackServerContext* ctx = nullptr;   // likewise
-
- private:
-  std::atomic<bool> claimed_{false};
-};
-
-class Reactor final : public grpc::ServerUnaryReactor {
- public:
-  Reactor(std::shared_ptr<CallState> state, std::atomic<int>* pending)
-      : state_(std::move(state)), pending_(pending) {}
-  // The client went away or its deadline passed: finish now so that the
-  // call's resources go, whatever the Raft or apply thread still holds.
-  void OnCancel() override {
-    if (state_->Claim()) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled or deadline exceeded"));
-    }
-  }
-  void OnDone() override {
-    pending_->fetch_sub(1, std::memory_order_relaxed);
-    delete this;
-  }
-
- private:
-  std::shared_ptr<CallState> state_;
-  std::atomic<int>* pending_;
-};
-
-// A cheap, copyable handle on one unary call.
-template <typename Resp>
-class Call {
- public:
-  Call(grpc::CallbackServerContext* ctx, Resp* resp, std::atomic<int>* pending)
-      : state_(std::make_shared<CallState>()), resp_(resp) {
-    pending->fetch_add(1, std::memory_order_relaxed);
-    state_->reactor = new Reactor(state_, pending);
-    state_->ctx = ctx;
-  }
-  grpc::ServerUnaryReactor* reactor() const { return state_->reactor; }
-
-  // Runs fill(resp) and finishes with the status it returns, unless someone
-  // else finished the call already.
-  template <typename F>
-  void Complete(F&& fill) const {
-    if (!state_->Claim()) return;
-    grpc::Status status = fill(resp_);
-    state_->reactor->Finish(status);
-  }
-  void Fail(const grpc::Status& status, const std::string& leader_addr = "") const {
-    if (!state_->Claim()) return;
-    if (!leader_addr.empty()) state_->ctx->AddTrailingMetadata(kLeaderMetadata, leader_addr);
-    state_->reactor->Finish(status);
-  }
-
- private:
-  std::shared_ptr<CallState> state_;
-  Resp* resp_;
-};
-
-class FnReadWaiter final : public ReadWaiter {
- public:
-  using ServeFn = std::function<void(uint64_t, uint64_t, const KvStore*)>;
-  using FailedFn = std::function<void(const absl::Status&)>;
-  FnReadWaiter(bool needs_apply, ServeFn serve, FailedFn failed)
-      : needs_apply_(needs_apply), serve_(std::move(serve)), failed_(std::move(failed)) {}
-  bool NeedsApply() const override { return needs_apply_; }
-  void Serve(uint64_t index, uint64_t term, const KvStore* store) override {
-    serve_(index, term, store);
-  }
-  void Failed(const absl::Status& s) override { failed_(s); }
-
- private:
-  bool needs_apply_;
-  ServeFn serve_;
-  FailedFn failed_;
-};
 
 grpc::Status Invalid(const std::string& msg) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg);
@@ -154,12 +72,6 @@ struct Hints {
     *leader_addr = leader != config.id ? addr : config.self().client_addr;
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, msg);
   }
-  template <typename Resp>
-  void Fail(const Call<Resp>& call, const grpc::Status& s) const {
-    std::string addr;
-    grpc::Status decorated = Decorate(s, &addr);
-    call.Fail(decorated, addr);
-  }
 };
 
 grpc::Status CheckKey(const std::string& key, const NodeConfig& config) {
@@ -209,105 +121,20 @@ grpc::Status ResultStatus(const v1::CommandResult& r) {
 
 }  // namespace
 
-PeerClients::PeerClients(const NodeConfig& config) {
-  for (const auto& [id, addr] : config.members) {
-    if (id == config.id) continue;
-    auto channel = grpc::CreateCustomChannel(addr.client_addr, grpc::InsecureChannelCredentials(),
-                                             PeerChannelArguments());
-    clients_[id] = v1::Cluster::NewStub(channel);
-  }
-}
+// ---- raftkv.v1.KV, raftkv.v1.Cluster and grpc.health.v1.Health on
+// completion queues (see kv_service.h) ----
 
-v1::Cluster::Stub* PeerClients::cluster(uint64_t id) const {
-  auto it = clients_.find(id);
-  return it == clients_.end() ? nullptr : it->second.get();
-}
-
-ReadIndexForwarder::ReadIndexForwarder(const NodeConfig& config, const RaftDriver* driver,
-                                       Applier* applier, const PeerClients* peers)
-    : config_(config), driver_(driver), applier_(applier), peers_(peers) {}
-
-void ReadIndexForwarder::Add(std::shared_ptr<ReadWaiter> waiter) {
-  std::vector<std::shared_ptr<ReadWaiter>> batch;
-  {
-    absl::MutexLock lock(&mu_);
-    waiting_.push_back(std::move(waiter));
-    if (in_flight_) return;
-    in_flight_ = true;
-    batch.swap(waiting_);
-  }
-  // Started without mu_ held: a callback may run inline.
-  while (!batch.empty()) {
-    uint64_t leader = driver_->leader();
-    v1::Cluster::Stub* stub = peers_->cluster(leader);
-    if (leader != 0 && leader != config_.id && stub != nullptr) {
-      struct Rpc {
-        grpc::ClientContext client;
-        v1::ReadIndexRequest req;
-        v1::ReadIndexResponse resp;
-      };
-      auto rpc = std::make_shared<Rpc>();
-      rpc->req.set_from_node(config_.id);
-      rpc->req.set_cluster_id(config_.cluster_id);
-      rpc->client.set_deadline(std::chrono::system_clock::now() + kReadIndexTimeout);
-      stub->async()->ReadIndex(&rpc->client, &rpc->req, &rpc->resp,
-                               [this, rpc, b = std::move(batch)](grpc::Status s) mutable {
-                                 Done(s, rpc->resp.index(), rpc->resp.term(), std::move(b));
-                               });
-      return;
-    }
-    for (auto& w : batch) {
-      w->Failed(absl::UnavailableError("no leader to get a read index from"));
-    }
-    batch.clear();
-    absl::MutexLock lock(&mu_);
-    if (waiting_.empty()) {
-      in_flight_ = false;
-      return;
-    }
-    batch.swap(waiting_);
-  }
-}
-
-bool ReadIndexForwarder::WaitIdle(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(absl::Condition(
-                                  +[](ReadIndexForwarder* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
-                                    return !f->in_flight_ && f->waiting_.empty();
-                                  },
-                                  this),
-                              timeout);
-}
-
-void ReadIndexForwarder::Done(const grpc::Status& status, uint64_t index, uint64_t term,
-                              std::vector<std::shared_ptr<ReadWaiter>> batch) {
-  if (status.ok()) {
-    applier_->AddReads(index, term, std::move(batch));
-  } else {
-    absl::Status s(static_cast<absl::StatusCode>(status.error_code()),
-                   "getting a read index from the leader failed: " + status.error_message());
-    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      s = absl::UnavailableError("the leader did not confirm a read index in time");
-    }
-    for (auto& w : batch) w->Failed(s);
-  }
-  std::shared_ptr<ReadWaiter> next;
-  {
-    absl::MutexLock lock(&mu_);
-    in_flight_ = false;
-    if (waiting_.empty()) return;
-    next = std::move(waiting_.back());
-    waiting_.pop_back();
-  }
-  Add(std::move(next));
-}
-
-// ---- raftkv.v1.KV on completion queues (see kv_service.h) ----
+// An open Watch stream: told when the serving status changes.
+class HealthWatcher {
+ public:
+  virtual ~HealthWatcher() = default;
+  // Under State::health_mu.
+  virtual void StatusChanged() = 0;
+};
 
 struct KvService::State {
-  State(const NodeConfig& config, RaftDriver* driver, Applier* applier, const PeerClients* peers,
-        ReadIndexForwarder* reads)
-      : config(config), driver(driver), applier(applier), peers(peers), reads(reads) {}
+  State(const NodeConfig& config, RaftDriver* driver, Applier* applier)
+      : config(config), driver(driver), applier(applier) {}
 
   void Run(size_t index);
   void PostAll(grpc::ServerCompletionQueue* cq);
@@ -317,15 +144,18 @@ struct KvService::State {
       absl::MutexLock lock(&mu);  // its release re-evaluates Shutdown()'s condition
     }
   }
+  // What a health check answers for `service` ("" = the whole server).
+  grpc::health::v1::HealthCheckResponse::ServingStatus HealthOf(const std::string& service) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu);
 
   const NodeConfig& config;
   RaftDriver* const driver;
   Applier* const applier;
-  const PeerClients* const peers;
-  ReadIndexForwarder* const reads;
 
   // Set up by Register() and Start() before any call arrives; then constant.
-  v1::KV::AsyncService service;
+  v1::KV::AsyncService kv;
+  v1::Cluster::AsyncService cluster;
+  grpc::health::v1::Health::AsyncService health;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;
   std::vector<std::thread> threads;
 
@@ -338,12 +168,18 @@ struct KvService::State {
   // Set by Shutdown(): requests that arrive are no longer replaced by new ones.
   std::atomic<bool> stopping{false};
   absl::Mutex mu;  // guards nothing; Shutdown() waits on it for `live` to drop to zero
+
+  absl::Mutex health_mu;
+  bool serving ABSL_GUARDED_BY(health_mu) = false;
+  // Set by SetServing(false) at shutdown: open watches end, new ones are refused.
+  bool health_closed ABSL_GUARDED_BY(health_mu) = false;
+  std::set<HealthWatcher*> watches ABSL_GUARDED_BY(health_mu);
 };
 
 namespace {
 
 // A queue tag is a call's address with the event in its two low bits.
-enum Event : uintptr_t { kRequest = 0, kDone = 1, kFinish = 2 };
+enum Event : uintptr_t { kRequest = 0, kDone = 1, kFinish = 2, kWrite = 3 };
 constexpr uintptr_t kEventMask = 3;
 // Requests of each method kept posted on each queue, so that calls arriving
 // together are matched at once rather than queued inside gRPC.
@@ -436,6 +272,8 @@ class UnaryCall : public CallBase {
       case kFinish:
         --outstanding_;
         break;
+      case kWrite:  // unary calls write only with Finish
+        break;
     }
     if (outstanding_ == 0) Settle();
   }
@@ -488,7 +326,7 @@ class UnaryCall : public CallBase {
   void Request() final {
     Grpc& g = *grpc_;
     g.ctx.AsyncNotifyWhenDone(Tag(kDone));
-    M::Request(&state_->service, &g.ctx, &req_, &g.responder, cq_, Tag(kRequest));
+    M::Request(state_, &g.ctx, &req_, &g.responder, cq_, Tag(kRequest));
   }
 
   // Every tag is back: gRPC is done with the call. A waiter may still hold
@@ -607,10 +445,8 @@ class ReadCall final : public UnaryCall<M>, public ReadWaiter {
     std::shared_ptr<ReadWaiter> waiter(this->self_, static_cast<ReadWaiter*>(this));
     if (this->req_.serializable()) {
       st->applier->AddReads(0, 0, {std::move(waiter)});
-    } else if (st->driver->IsLeader()) {
-      st->driver->Read(std::move(waiter));
     } else {
-      st->reads->Add(std::move(waiter));
+      st->driver->Read(std::move(waiter));
     }
   }
 };
@@ -625,9 +461,9 @@ struct MethodTypes {
 };
 
 struct PutMethod : MethodTypes<v1::PutRequest, v1::PutResponse> {
-  static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
+  static void Request(KvService::State* st, grpc::ServerContext* c, Req* q, Writer* w,
                       grpc::ServerCompletionQueue* cq, void* tag) {
-    s->RequestPut(c, q, w, cq, cq, tag);
+    st->kv.RequestPut(c, q, w, cq, cq, tag);
   }
   static grpc::Status Check(const Req& q, const NodeConfig& config) {
     grpc::Status s = CheckKey(q.key(), config);
@@ -649,9 +485,9 @@ struct PutMethod : MethodTypes<v1::PutRequest, v1::PutResponse> {
 };
 
 struct DeleteMethod : MethodTypes<v1::DeleteRequest, v1::DeleteResponse> {
-  static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
+  static void Request(KvService::State* st, grpc::ServerContext* c, Req* q, Writer* w,
                       grpc::ServerCompletionQueue* cq, void* tag) {
-    s->RequestDelete(c, q, w, cq, cq, tag);
+    st->kv.RequestDelete(c, q, w, cq, cq, tag);
   }
   static grpc::Status Check(const Req& q, const NodeConfig& config) {
     grpc::Status s = CheckKey(q.key(), config);
@@ -671,9 +507,9 @@ struct DeleteMethod : MethodTypes<v1::DeleteRequest, v1::DeleteResponse> {
 
 struct CompareAndSwapMethod
     : MethodTypes<v1::CompareAndSwapRequest, v1::CompareAndSwapResponse> {
-  static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
+  static void Request(KvService::State* st, grpc::ServerContext* c, Req* q, Writer* w,
                       grpc::ServerCompletionQueue* cq, void* tag) {
-    s->RequestCompareAndSwap(c, q, w, cq, cq, tag);
+    st->kv.RequestCompareAndSwap(c, q, w, cq, cq, tag);
   }
   static grpc::Status Check(const Req& q, const NodeConfig& config) {
     grpc::Status s = CheckKey(q.key(), config);
@@ -712,9 +548,9 @@ struct CompareAndSwapMethod
 };
 
 struct GetMethod : MethodTypes<v1::GetRequest, v1::GetResponse> {
-  static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
+  static void Request(KvService::State* st, grpc::ServerContext* c, Req* q, Writer* w,
                       grpc::ServerCompletionQueue* cq, void* tag) {
-    s->RequestGet(c, q, w, cq, cq, tag);
+    st->kv.RequestGet(c, q, w, cq, cq, tag);
   }
   static grpc::Status Check(Req* q, const NodeConfig& config) { return CheckKey(q->key(), config); }
   static grpc::Status Serve(const Req& q, const KvStore& store, Resp* out) {
@@ -727,9 +563,9 @@ struct GetMethod : MethodTypes<v1::GetRequest, v1::GetResponse> {
 };
 
 struct RangeMethod : MethodTypes<v1::RangeRequest, v1::RangeResponse> {
-  static void Request(v1::KV::AsyncService* s, grpc::ServerContext* c, Req* q, Writer* w,
+  static void Request(KvService::State* st, grpc::ServerContext* c, Req* q, Writer* w,
                       grpc::ServerCompletionQueue* cq, void* tag) {
-    s->RequestRange(c, q, w, cq, cq, tag);
+    st->kv.RequestRange(c, q, w, cq, cq, tag);
   }
   // Leaves the request in normal form for Serve(): [key, range_end) (empty
   // range_end: to the end of the key space) and a limit in (0, kMaxRangeLimit].
@@ -765,7 +601,290 @@ struct RangeMethod : MethodTypes<v1::RangeRequest, v1::RangeResponse> {
   }
 };
 
+// ---- raftkv.v1.Cluster ----
+
+void FillMembers(const NodeConfig& config, google::protobuf::RepeatedPtrField<v1::Member>* out) {
+  for (const auto& [id, addr] : config.members) {
+    v1::Member* m = out->Add();
+    m->set_id(id);
+    m->set_peer_addr(addr.peer_addr);
+    m->set_client_addr(addr.client_addr);
+  }
+}
+
+// Unary calls of raftkv.v1.Cluster and grpc.health.v1.Health: M names the
+// entry point (Request) and answers (Handle), at once or later through the
+// call's Complete().
+template <typename M>
+class AdminCall final : public UnaryCall<M> {
+ public:
+  using UnaryCall<M>::UnaryCall;
+
+  // Fills the response with `fill` (which returns the status) and finishes,
+  // unless the call was finished already (cancelled). Any thread.
+  template <typename F>
+  void Complete(F&& fill) {
+    if (!this->Claim()) return;
+    grpc::Status s = fill(&this->resp_);
+    this->FinishClaimed(s);
+  }
+  void Fail(const grpc::Status& s) { this->FinishWithHints(s); }
+  // Keeps the call object alive for a completion from another thread.
+  std::shared_ptr<AdminCall> Hold() {
+    return std::shared_ptr<AdminCall>(this->self_, this);
+  }
+  KvService::State* state() const { return this->state_; }
+  const typename M::Req& req() const { return this->req_; }
+
+ private:
+  void PostAnother() override { PostCall<AdminCall>(this->state_, this->cq_); }
+  void Handle() override { M::Handle(this); }
+};
+
+struct StatusMethod : MethodTypes<v1::StatusRequest, v1::StatusResponse> {
+  static void Request(KvService::State* st, grpc::ServerContext* c, Req* q, Writer* w,
+                      grpc::ServerCompletionQueue* cq, void* tag) {
+    st->cluster.RequestStatus(c, q, w, cq, cq, tag);
+  }
+  static void Handle(AdminCall<StatusMethod>* call) {
+    KvService::State* st = call->state();
+    st->driver->QueryStatus([st, c = call->Hold()](const raft::NodeStatus& ns) {
+      c->Complete([&](v1::StatusResponse* out) {
+        const NodeConfig& config = st->config;
+        out->set_node_id(config.id);
+        out->set_cluster_id(config.cluster_id);
+        out->set_client_addr(config.self().client_addr);
+        out->set_role(raft::RoleName(ns.role));
+        out->set_term(ns.term);
+        out->set_leader_id(ns.leader);
+        auto it = config.members.find(ns.leader);
+        if (it != config.members.end()) out->set_leader_client_addr(it->second.client_addr);
+        out->set_commit_index(ns.commit);
+        out->set_applied_index(st->applier->applied_index());
+        out->set_last_index(ns.last_index);
+        out->set_first_index(ns.first_index);
+        out->set_snapshot_index(ns.first_index > 0 ? ns.first_index - 1 : 0);
+        FillMembers(config, out->mutable_members());
+        if (ns.role == raft::Role::kLeader) {
+          for (const auto& [id, p] : ns.peers) {
+            if (id == config.id) continue;
+            v1::FollowerStatus* f = out->add_followers();
+            f->set_id(id);
+            f->set_match_index(p.match);
+            f->set_next_index(p.next);
+            f->set_state(raft::ProgressStateName(p.state));
+            f->set_ms_since_last_contact(p.ticks_since_contact * config.heartbeat_ms);
+          }
+        }
+        return grpc::Status::OK;
+      });
+    });
+  }
+};
+
+struct MemberListMethod : MethodTypes<v1::MemberListRequest, v1::MemberListResponse> {
+  static void Request(KvService::State* st, grpc::ServerContext* c, Req* q, Writer* w,
+                      grpc::ServerCompletionQueue* cq, void* tag) {
+    st->cluster.RequestMemberList(c, q, w, cq, cq, tag);
+  }
+  static void Handle(AdminCall<MemberListMethod>* call) {
+    KvService::State* st = call->state();
+    call->Complete([st](v1::MemberListResponse* out) {
+      out->set_leader_id(st->driver->leader());
+      FillMembers(st->config, out->mutable_members());
+      return grpc::Status::OK;
+    });
+  }
+};
+
+// The leader confirms a read index for another node. raftd itself now asks
+// over the peer stream (RaftDriver::Read); the RPC stays for other callers.
+struct ReadIndexMethod : MethodTypes<v1::ReadIndexRequest, v1::ReadIndexResponse> {
+  static void Request(KvService::State* st, grpc::ServerContext* c, Req* q, Writer* w,
+                      grpc::ServerCompletionQueue* cq, void* tag) {
+    st->cluster.RequestReadIndex(c, q, w, cq, cq, tag);
+  }
+  // Answers as soon as the index is confirmed, without waiting for the apply.
+  class Waiter final : public ReadWaiter {
+   public:
+    explicit Waiter(std::shared_ptr<AdminCall<ReadIndexMethod>> call) : call_(std::move(call)) {}
+    bool NeedsApply() const override { return false; }
+    void Serve(uint64_t index, uint64_t term, const KvStore*) override {
+      call_->Complete([&](v1::ReadIndexResponse* out) {
+        out->set_index(index);
+        out->set_term(term);
+        return grpc::Status::OK;
+      });
+    }
+    void Failed(const absl::Status& s) override { call_->Fail(ToGrpc(s)); }
+
+   private:
+    std::shared_ptr<AdminCall<ReadIndexMethod>> call_;
+  };
+  static void Handle(AdminCall<ReadIndexMethod>* call) {
+    KvService::State* st = call->state();
+    if (call->req().cluster_id() != st->config.cluster_id) {
+      call->Complete([&](v1::ReadIndexResponse*) {
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                            absl::StrCat("cluster id mismatch: this is cluster ",
+                                         st->config.cluster_id, ", the caller belongs to ",
+                                         call->req().cluster_id()));
+      });
+      return;
+    }
+    if (!st->driver->IsLeader()) {
+      call->Fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "this node is not the leader"));
+      return;
+    }
+    st->driver->Read(std::make_shared<Waiter>(call->Hold()));
+  }
+};
+
+// ---- grpc.health.v1.Health ----
+
+using HealthResponse = grpc::health::v1::HealthCheckResponse;
+
+struct HealthCheckMethod : MethodTypes<grpc::health::v1::HealthCheckRequest, HealthResponse> {
+  static void Request(KvService::State* st, grpc::ServerContext* c, Req* q, Writer* w,
+                      grpc::ServerCompletionQueue* cq, void* tag) {
+    st->health.RequestCheck(c, q, w, cq, cq, tag);
+  }
+  static void Handle(AdminCall<HealthCheckMethod>* call) {
+    KvService::State* st = call->state();
+    HealthResponse::ServingStatus status;
+    {
+      absl::MutexLock lock(&st->health_mu);
+      status = st->HealthOf(call->req().service());
+    }
+    call->Complete([&](HealthResponse* out) {
+      // Like gRPC's own health service: an unknown service is an error for
+      // Check (Watch reports SERVICE_UNKNOWN instead).
+      if (status == HealthResponse::SERVICE_UNKNOWN) {
+        return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                            "unknown service \"" + call->req().service() + "\"");
+      }
+      out->set_status(status);
+      return grpc::Status::OK;
+    });
+  }
+};
+
+// One Watch stream: writes the status at once and again whenever it changes,
+// and ends when the client goes away or the server starts shutting down.
+// Tags: kRequest, kWrite (one write in flight at a time), kDone, kFinish.
+// The queue's thread and SetServing() (main thread) both start writes, under
+// State::health_mu.
+class HealthWatch final : public CallBase, public HealthWatcher {
+ public:
+  HealthWatch(KvService::State* state, grpc::ServerCompletionQueue* cq)
+      : CallBase(state, cq), writer_(&ctx_) {}
+
+  void OnEvent(Event event, bool ok) override {
+    KvService::State* st = state_;
+    switch (event) {
+      case kRequest: {
+        if (!ok) {
+          Release();
+          return;
+        }
+        st->pending.fetch_add(1, std::memory_order_relaxed);
+        if (!st->stopping.load(std::memory_order_relaxed)) PostCall<HealthWatch>(st, cq_);
+        absl::MutexLock lock(&st->health_mu);
+        started_ = true;
+        st->watches.insert(this);
+        StatusChanged();
+        return;
+      }
+      case kWrite: {
+        absl::MutexLock lock(&st->health_mu);
+        writing_ = false;
+        if (!ok) ended_ = true;  // the stream is broken: no more writes
+        StatusChanged();
+        return;
+      }
+      case kDone: {
+        absl::MutexLock lock(&st->health_mu);
+        done_ = true;
+        ended_ = true;
+        MaybeFinishLocked();
+        return;
+      }
+      case kFinish:
+        finished_ = true;
+        break;
+    }
+    if (done_ && finished_) {
+      st->pending.fetch_sub(1, std::memory_order_relaxed);
+      Release();
+    }
+  }
+
+  // Writes the current status if it is not what the client saw last, or
+  // finishes the stream once it has ended. Under health_mu.
+  void StatusChanged() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->health_mu) {
+    if (!started_ || writing_ || finishing_) return;
+    if (!ended_) {
+      HealthResponse::ServingStatus status = state_->HealthOf(req_.service());
+      if (status != sent_) {
+        sent_ = status;
+        response_.set_status(status);
+        writing_ = true;
+        writer_.Write(response_, Tag(kWrite));
+        return;
+      }
+      // The client has seen the final NOT_SERVING: end the stream.
+      if (state_->health_closed) ended_ = true;
+    }
+    MaybeFinishLocked();
+  }
+
+ private:
+  void Request() override {
+    ctx_.AsyncNotifyWhenDone(Tag(kDone));
+    state_->health.RequestWatch(&ctx_, &req_, &writer_, cq_, cq_, Tag(kRequest));
+  }
+
+  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->health_mu) {
+    if (!ended_ || writing_ || finishing_) return;
+    finishing_ = true;
+    state_->watches.erase(this);
+    writer_.Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"),
+                   Tag(kFinish));
+  }
+
+  grpc::ServerContext ctx_;
+  grpc::health::v1::HealthCheckRequest req_;
+  HealthResponse response_;
+  grpc::ServerAsyncWriter<HealthResponse> writer_;
+  // Under health_mu:
+  bool started_ = false;
+  bool writing_ = false;
+  bool ended_ = false;      // no more writes: client gone, stream broken, or shutdown
+  bool finishing_ = false;  // Finish() called
+  HealthResponse::ServingStatus sent_ = HealthResponse::UNKNOWN;
+  // Queue thread only:
+  bool done_ = false;
+  bool finished_ = false;
+};
+
 }  // namespace
+
+HealthResponse::ServingStatus KvService::State::HealthOf(const std::string& service) const {
+  if (!service.empty() && service != v1::KV::service_full_name() &&
+      service != v1::Cluster::service_full_name()) {
+    return HealthResponse::SERVICE_UNKNOWN;
+  }
+  return serving ? HealthResponse::SERVING : HealthResponse::NOT_SERVING;
+}
+
+void KvService::SetServing(bool serving) {
+  State* st = state_.get();
+  absl::MutexLock lock(&st->health_mu);
+  st->serving = serving;
+  if (!serving) st->health_closed = true;
+  for (HealthWatcher* w : std::set<HealthWatcher*>(st->watches)) w->StatusChanged();
+}
+
 
 void KvService::State::PostAll(grpc::ServerCompletionQueue* cq) {
   for (int i = 0; i < kPostedPerMethod; ++i) {
@@ -775,6 +894,13 @@ void KvService::State::PostAll(grpc::ServerCompletionQueue* cq) {
     PostCall<ReadCall<RangeMethod>>(this, cq);
     PostCall<WriteCall<CompareAndSwapMethod>>(this, cq);
   }
+  // Admin and health calls are rare: one posted each; a call that arrives
+  // posts its successor.
+  PostCall<AdminCall<StatusMethod>>(this, cq);
+  PostCall<AdminCall<MemberListMethod>>(this, cq);
+  PostCall<AdminCall<ReadIndexMethod>>(this, cq);
+  PostCall<AdminCall<HealthCheckMethod>>(this, cq);
+  PostCall<HealthWatch>(this, cq);
 }
 
 void KvService::State::Run(size_t index) {
@@ -785,14 +911,15 @@ void KvService::State::Run(size_t index) {
   while (cq->Next(&tag, &ok)) CallBase::Dispatch(tag, ok);
 }
 
-KvService::KvService(const NodeConfig& config, RaftDriver* driver, Applier* applier,
-                     const PeerClients* peers, ReadIndexForwarder* reads)
-    : state_(std::make_unique<State>(config, driver, applier, peers, reads)) {}
+KvService::KvService(const NodeConfig& config, RaftDriver* driver, Applier* applier)
+    : state_(std::make_unique<State>(config, driver, applier)) {}
 
 KvService::~KvService() = default;
 
 void KvService::Register(grpc::ServerBuilder* builder) {
-  builder->RegisterService(&state_->service);
+  builder->RegisterService(&state_->kv);
+  builder->RegisterService(&state_->cluster);
+  builder->RegisterService(&state_->health);
   for (int i = 0; i < state_->config.kv_threads; ++i) {
     state_->cqs.push_back(builder->AddCompletionQueue());
   }
@@ -828,100 +955,6 @@ bool KvService::Shutdown(absl::Duration timeout) {
   for (std::thread& t : st->threads) t.join();
   st->threads.clear();
   return true;
-}
-
-ClusterService::ClusterService(const NodeConfig& config, RaftDriver* driver, Applier* applier)
-    : config_(config), driver_(driver), applier_(applier) {}
-
-namespace {
-
-void FillMembers(const NodeConfig& config, google::protobuf::RepeatedPtrField<v1::Member>* out) {
-  for (const auto& [id, addr] : config.members) {
-    v1::Member* m = out->Add();
-    m->set_id(id);
-    m->set_peer_addr(addr.peer_addr);
-    m->set_client_addr(addr.client_addr);
-  }
-}
-
-}  // namespace
-
-grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ctx,
-                                                 const v1::StatusRequest*,
-                                                 v1::StatusResponse* resp) {
-  Call<v1::StatusResponse> call(ctx, resp, &pending_);
-  driver_->QueryStatus([call, this](const raft::NodeStatus& st) {
-    call.Complete([&](v1::StatusResponse* out) {
-      out->set_node_id(config_.id);
-      out->set_cluster_id(config_.cluster_id);
-      out->set_client_addr(config_.self().client_addr);
-      out->set_role(raft::RoleName(st.role));
-      out->set_term(st.term);
-      out->set_leader_id(st.leader);
-      auto it = config_.members.find(st.leader);
-      if (it != config_.members.end()) out->set_leader_client_addr(it->second.client_addr);
-      out->set_commit_index(st.commit);
-      out->set_applied_index(applier_->applied_index());
-      out->set_last_index(st.last_index);
-      out->set_first_index(st.first_index);
-      out->set_snapshot_index(st.first_index > 0 ? st.first_index - 1 : 0);
-      FillMembers(config_, out->mutable_members());
-      if (st.role == raft::Role::kLeader) {
-        for (const auto& [id, p] : st.peers) {
-          if (id == config_.id) continue;
-          v1::FollowerStatus* f = out->add_followers();
-          f->set_id(id);
-          f->set_match_index(p.match);
-          f->set_next_index(p.next);
-          f->set_state(raft::ProgressStateName(p.state));
-          f->set_ms_since_last_contact(p.ticks_since_contact * config_.heartbeat_ms);
-        }
-      }
-      return grpc::Status::OK;
-    });
-  });
-  return call.reactor();
-}
-
-grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext* ctx,
-                                                     const v1::MemberListRequest*,
-                                                     v1::MemberListResponse* resp) {
-  Call<v1::MemberListResponse> call(ctx, resp, &pending_);
-  call.Complete([&](v1::MemberListResponse* out) {
-    out->set_leader_id(driver_->leader());
-    FillMembers(config_, out->mutable_members());
-    return grpc::Status::OK;
-  });
-  return call.reactor();
-}
-
-grpc::ServerUnaryReactor* ClusterService::ReadIndex(grpc::CallbackServerContext* ctx,
-                                                    const v1::ReadIndexRequest* req,
-                                                    v1::ReadIndexResponse* resp) {
-  Call<v1::ReadIndexResponse> call(ctx, resp, &pending_);
-  Hints hints{config_, driver_};
-  if (req->cluster_id() != config_.cluster_id) {
-    call.Fail(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                           absl::StrCat("cluster id mismatch: this is cluster ", config_.cluster_id,
-                                        ", the caller belongs to ", req->cluster_id())));
-    return call.reactor();
-  }
-  if (!driver_->IsLeader()) {
-    hints.Fail(call, grpc::Status(grpc::StatusCode::UNAVAILABLE, "this node is not the leader"));
-    return call.reactor();
-  }
-  auto waiter = std::make_shared<FnReadWaiter>(
-      false,
-      [call](uint64_t index, uint64_t term, const KvStore*) {
-        call.Complete([&](v1::ReadIndexResponse* out) {
-          out->set_index(index);
-          out->set_term(term);
-          return grpc::Status::OK;
-        });
-      },
-      [call, hints](const absl::Status& s) { hints.Fail(call, ToGrpc(s)); });
-  driver_->Read(std::move(waiter));
-  return call.reactor();
 }
 
 }  // namespace raftkv::service

@@ -1,13 +1,18 @@
-// The client-facing gRPC services of raftd: raftkv.v1.KV (CompletionQueue
-// API, its own threads) and raftkv.v1.Cluster (callback API).
+// The client-facing gRPC services of raftd, all on gRPC's CompletionQueue
+// API and the same threads: raftkv.v1.KV, raftkv.v1.Cluster and
+// grpc.health.v1.Health. (Reflection, a synchronous service, is added by
+// gRPC's plugin; its threads wait on a queue that polls no socket.)
 //
 // Handlers validate the request, then either answer it at once on their own
-// thread (serializable reads), hand it to the Raft thread (writes anywhere: a
-// follower's go to the leader in the peer stream; linearizable reads on the
-// leader), or ask the leader for a read index (linearizable reads on a
-// follower), and return; the call is finished later by
-// whichever thread completes it (a call's Claim() makes sure exactly one
-// does). No handler waits on another thread.
+// thread (serializable reads, membership, health), or hand it to the Raft
+// thread (writes and linearizable reads anywhere: a follower's go to the
+// leader in the peer stream; status queries), and return; the call is
+// finished later by whichever thread completes it (a call's Claim() makes
+// sure exactly one does). No handler waits on another thread.
+//
+// No callback-API service or stub runs in raftd: gRPC would start its
+// callback threads ("nexting_thread"), which take turns polling every socket
+// of the process and hand what they read to the thread that owns it.
 //
 // Owned by main(); the driver, applier and config it points to outlive it.
 #pragma once
@@ -23,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "raftkv/v1/cluster.grpc.pb.h"
 #include "raftkv/v1/kv.grpc.pb.h"
 #include "service/applier.h"
@@ -31,47 +37,8 @@
 
 namespace raftkv::service {
 
-// Stubs to the other nodes' client addresses, for read-index requests (writes
-// travel in the peer streams: RaftDriver::Forward). Constant after
-// construction; stubs are thread-safe.
-class PeerClients {
- public:
-  explicit PeerClients(const NodeConfig& config);
-  v1::Cluster::Stub* cluster(uint64_t id) const;  // null for unknown ids
-
- private:
-  std::map<uint64_t, std::unique_ptr<v1::Cluster::Stub>> clients_;
-};
-
-// On a follower: gets read indexes from the leader for linearizable reads.
-// One ReadIndex call in flight at a time; reads arriving meanwhile wait for the
-// next call (whose index is then taken after they arrived, as linearizability
-// requires), so many reads share one round trip.
-class ReadIndexForwarder {
- public:
-  ReadIndexForwarder(const NodeConfig& config, const RaftDriver* driver, Applier* applier,
-                     const PeerClients* peers);
-  void Add(std::shared_ptr<ReadWaiter> waiter);
-  // At shutdown, once no new reads can arrive: waits until no ReadIndex call
-  // is in flight, so that none calls back into a destroyed forwarder.
-  bool WaitIdle(absl::Duration timeout);
-
- private:
-  void StartLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Done(const grpc::Status& status, uint64_t index, uint64_t term,
-            std::vector<std::shared_ptr<ReadWaiter>> batch);
-
-  const NodeConfig& config_;
-  const RaftDriver* const driver_;
-  Applier* const applier_;
-  const PeerClients* const peers_;
-
-  absl::Mutex mu_;
-  bool in_flight_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::shared_ptr<ReadWaiter>> waiting_ ABSL_GUARDED_BY(mu_);
-};
-
-// raftkv.v1.KV on gRPC's CompletionQueue API.
+// raftkv.v1.KV, raftkv.v1.Cluster and grpc.health.v1.Health on gRPC's
+// CompletionQueue API.
 //
 // Threads: config.kv_threads threads ("raftkv-kv-N"), each owning one server
 // completion queue. A thread that takes a tag off its queue runs the handler
@@ -85,13 +52,14 @@ class ReadIndexForwarder {
 // the call's WriteWaiter or ReadWaiter. Posted on a queue before a request
 // arrives, it expects two tags there: its Finish and its AsyncNotifyWhenDone.
 // Exactly one thread finishes a call: whoever wins the call's Claim() (the
-// Raft or apply thread through the waiter, or a gRPC callback thread when the
-// read forwarder fails it; the queue's thread on validation errors, or when
-// the done tag says the client cancelled or its deadline passed). Once every expected tag is back the
-// queue's thread "settles" the call: it destroys the ServerContext and the
-// responder, lowers the pending-call count (--max_pending_requests) and drops
-// its own reference; a waiter still held by the Raft or apply thread keeps
-// only an empty shell alive, whose Claim() fails.
+// Raft or apply thread through the waiter; the queue's thread on validation
+// errors, or when the done tag says the client cancelled or its deadline
+// passed). Once every expected tag is back the queue's thread "settles" the
+// call: it destroys the ServerContext and the responder, lowers the
+// pending-call count (--max_pending_requests) and drops its own reference; a
+// waiter still held by the Raft or apply thread keeps only an empty shell
+// alive, whose Claim() fails. A health Watch stream is one object too
+// (HealthWatch), with one write in flight at a time.
 //
 // Shutdown (see raftd_main.cc): server->Shutdown(deadline) first, which
 // cancels every call still open when the deadline passes; then Shutdown()
@@ -103,28 +71,28 @@ class ReadIndexForwarder {
 // destroyed) touches nothing but its own shell: never a queue, a
 // ServerContext or this service.
 //
-// The same server also runs callback services (Cluster, health, reflection):
-// gRPC 1.51 allows mixing them with async ones. Its callback threads
-// ("nexting_thread") still take turns polling the process's sockets, so part
-// of the network reading still happens there.
-//
-// Owned by main(); the driver, applier, peers, forwarder and config it points
-// to outlive it. Register(), Start() and Shutdown() are called from main()'s
-// thread, in that order, once each.
+// Owned by main(); the driver, applier and config it points to outlive it.
+// Register(), Start(), SetServing() and Shutdown() are called from main()'s
+// thread, in that order (SetServing() twice: true once started, false at
+// shutdown).
 class KvService {
  public:
-  KvService(const NodeConfig& config, RaftDriver* driver, Applier* applier,
-            const PeerClients* peers, ReadIndexForwarder* reads);
+  KvService(const NodeConfig& config, RaftDriver* driver, Applier* applier);
   // REQUIRES: Shutdown() returned, or Start() was never called.
   ~KvService();
   KvService(const KvService&) = delete;
   KvService& operator=(const KvService&) = delete;
 
-  // Before builder->BuildAndStart(): registers the service and adds one
+  // Before builder->BuildAndStart(): registers the services and adds one
   // completion queue per thread.
   void Register(grpc::ServerBuilder* builder);
   // After BuildAndStart(): posts the first requests and starts the threads.
   void Start();
+  // What health checks answer: SERVING or NOT_SERVING (until the first call,
+  // NOT_SERVING). false is final: the server is shutting down; open Watch
+  // streams get NOT_SERVING and then end, so the server's Shutdown() need not
+  // wait for them.
+  void SetServing(bool serving);
   // REQUIRES: the server's Shutdown() returned. Returns false if calls were
   // still unsettled after `timeout`; the queues and threads are then left
   // running (leaked) rather than risk a Finish on a shut-down queue.
@@ -134,26 +102,6 @@ class KvService {
 
  private:
   std::unique_ptr<State> state_;
-};
-
-class ClusterService final : public v1::Cluster::CallbackService {
- public:
-  ClusterService(const NodeConfig& config, RaftDriver* driver, Applier* applier);
-
-  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const v1::StatusRequest* req,
-                                   v1::StatusResponse* resp) override;
-  grpc::ServerUnaryReactor* MemberList(grpc::CallbackServerContext* ctx,
-                                       const v1::MemberListRequest* req,
-                                       v1::MemberListResponse* resp) override;
-  grpc::ServerUnaryReactor* ReadIndex(grpc::CallbackServerContext* ctx,
-                                      const v1::ReadIndexRequest* req,
-                                      v1::ReadIndexResponse* resp) override;
-
- private:
-  const NodeConfig& config_;
-  RaftDriver* const driver_;
-  Applier* const applier_;
-  std::atomic<int> pending_{0};
 };
 
 }  // namespace raftkv::service

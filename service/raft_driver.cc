@@ -76,6 +76,10 @@ void RaftDriver::Stop() {
   proposed_.clear();
   for (auto& [id, f] : forwarded_) f.waiter->Failed(down);
   forwarded_.clear();
+  for (auto& [id, f] : forwarded_reads_) {
+    for (auto& w : f.waiters) w->Failed(down);
+  }
+  forwarded_reads_.clear();
 }
 
 void RaftDriver::FailEvent(Event& event, const absl::Status& status) {
@@ -158,6 +162,47 @@ class RaftDriver::ForwardedWriteWaiter final : public WriteWaiter {
   const uint64_t id_;
 };
 
+// Answers a follower's read-index request once this leader has confirmed
+// the index (Serve, from the apply thread, without waiting for the apply) or
+// cannot (Failed). Like writes' answers, queued for the Raft thread.
+class RaftDriver::ForwardedReadWaiter final : public ReadWaiter {
+ public:
+  ForwardedReadWaiter(RaftDriver* driver, uint64_t follower, uint64_t id)
+      : driver_(driver), follower_(follower), id_(id) {}
+
+  bool NeedsApply() const override { return false; }
+  void Serve(uint64_t index, uint64_t term, const KvStore*) override {
+    raft::Message m = Envelope();
+    v1::ForwardReadResponse* r = m.mutable_forward_read_response();
+    r->set_ok(true);
+    r->set_index(index);
+    r->set_term(term);
+    driver_->Push(SendEvent{std::move(m)});
+  }
+  void Failed(const absl::Status& status) override {
+    driver_->Push(SendEvent{Envelope(status)});
+  }
+
+  // The answer as a message, failed with `status` if that is not OK.
+  raft::Message Envelope(const absl::Status& status = absl::OkStatus()) const {
+    raft::Message m;
+    m.set_from(driver_->options_.id);
+    m.set_to(follower_);
+    v1::ForwardReadResponse* r = m.mutable_forward_read_response();
+    r->set_id(id_);
+    if (!status.ok()) {
+      r->set_error_code(static_cast<int32_t>(status.code()));
+      r->set_error_message(std::string(status.message()));
+    }
+    return m;
+  }
+
+ private:
+  RaftDriver* const driver_;
+  const uint64_t follower_;
+  const uint64_t id_;
+};
+
 void RaftDriver::QueryStatus(std::function<void(const raft::NodeStatus&)> done) {
   Push(StatusEvent{std::move(done)});
 }
@@ -188,7 +233,9 @@ void RaftDriver::Run() {
     }
     absl::Time now = absl::Now();
     if (now >= next_tick) {
-      if (!forwarded_.empty()) FailForwarded(node_->Summary().leader, now);
+      if (!forwarded_.empty() || !forwarded_reads_.empty()) {
+        FailForwarded(node_->Summary().leader, now);
+      }
       node_->Tick();
       next_tick += tick;
       // After a stall (a paused process, an overloaded machine) do not fire a
@@ -276,9 +323,72 @@ void RaftDriver::Receive(const raft::Message& m) {
     }
     return;
   }
+  if (m.has_forward_read_request()) {
+    AnswerForwardedRead(m);
+    return;
+  }
+  if (m.has_forward_read_response()) {
+    ForwardedReadAnswered(m.forward_read_response());
+    return;
+  }
   if (absl::Status s = node_->Step(m); !s.ok()) {
     spdlog::warn("dropped a malformed message from node {}: {}", m.from(), s.ToString());
   }
+}
+
+void RaftDriver::Read(std::vector<std::shared_ptr<ReadWaiter>> reads) {
+  const raft::NodeSummary st = node_->Summary();
+  if (st.role == raft::Role::kLeader) {
+    std::string ctx = absl::StrCat(++next_read_id_);
+    if (node_->ReadIndex(ctx) == raft::ProposeOutcome::kAccepted) {
+      reads_[ctx] = std::move(reads);
+      return;
+    }
+    for (auto& w : reads) w->Failed(absl::UnavailableError("this node is not the leader"));
+    return;
+  }
+  if (st.leader == 0 || st.leader == options_.id) {
+    for (auto& w : reads) w->Failed(absl::UnavailableError("no leader to get a read index from"));
+    return;
+  }
+  const uint64_t id = ++next_forward_id_;
+  forwarded_reads_[id] =
+      ForwardedReads{st.leader, absl::Now() + kForwardReadTimeout, std::move(reads)};
+  raft::Message m;
+  m.set_from(options_.id);
+  m.set_to(st.leader);
+  m.mutable_forward_read_request()->set_id(id);
+  std::vector<raft::Message> out;
+  out.push_back(std::move(m));
+  transport_->Send(std::move(out));
+}
+
+void RaftDriver::AnswerForwardedRead(const raft::Message& request) {
+  auto waiter =
+      std::make_shared<ForwardedReadWaiter>(this, request.from(), request.forward_read_request().id());
+  std::string ctx = absl::StrCat(++next_read_id_);
+  if (node_->ReadIndex(ctx) != raft::ProposeOutcome::kAccepted) {
+    std::vector<raft::Message> out;
+    out.push_back(waiter->Envelope(absl::UnavailableError("this node is not the leader")));
+    transport_->Send(std::move(out));
+    return;
+  }
+  reads_[ctx].push_back(std::move(waiter));
+}
+
+void RaftDriver::ForwardedReadAnswered(const v1::ForwardReadResponse& r) {
+  auto it = forwarded_reads_.find(r.id());
+  if (it == forwarded_reads_.end()) return;  // failed here already (timeout, new leader)
+  std::vector<std::shared_ptr<ReadWaiter>> waiters = std::move(it->second.waiters);
+  forwarded_reads_.erase(it);
+  if (r.ok()) {
+    applier_->AddReads(r.index(), r.term(), std::move(waiters));
+    return;
+  }
+  const auto code = static_cast<absl::StatusCode>(r.error_code());
+  absl::Status s(code == absl::StatusCode::kOk ? absl::StatusCode::kUnknown : code,
+                 "getting a read index from the leader failed: " + r.error_message());
+  for (auto& w : waiters) w->Failed(s);
 }
 
 void RaftDriver::FailForwarded(uint64_t leader, absl::Time now) {
@@ -296,6 +406,19 @@ void RaftDriver::FailForwarded(uint64_t leader, absl::Time now) {
       continue;
     }
     it = forwarded_.erase(it);
+  }
+  for (auto it = forwarded_reads_.begin(); it != forwarded_reads_.end();) {
+    absl::Status s;
+    if (it->second.leader != leader) {
+      s = absl::UnavailableError("leadership changed before the leader confirmed a read index");
+    } else if (it->second.expires <= now) {
+      s = absl::UnavailableError("the leader did not confirm a read index in time");
+    } else {
+      ++it;
+      continue;
+    }
+    for (auto& w : it->second.waiters) w->Failed(s);
+    it = forwarded_reads_.erase(it);
   }
 }
 
@@ -316,14 +439,7 @@ void RaftDriver::HandleEvents(std::vector<Event>& events) {
       s->done(node_->Status());
     }
   }
-  if (!reads.empty()) {
-    std::string ctx = absl::StrCat(++next_read_id_);
-    if (node_->ReadIndex(ctx) == raft::ProposeOutcome::kAccepted) {
-      reads_[ctx] = std::move(reads);
-    } else {
-      for (auto& w : reads) w->Failed(absl::UnavailableError("this node is not the leader"));
-    }
-  }
+  if (!reads.empty()) Read(std::move(reads));
 }
 
 void RaftDriver::HandleReadies() {
@@ -394,7 +510,8 @@ void RaftDriver::Publish() {
   } else if (!was_leader_ && leader) {
     spdlog::info("node {} became leader in term {}", options_.id, st.term);
   }
-  if (!forwarded_.empty() && st.leader != leader_.load(std::memory_order_relaxed)) {
+  if ((!forwarded_.empty() || !forwarded_reads_.empty()) &&
+      st.leader != leader_.load(std::memory_order_relaxed)) {
     FailForwarded(st.leader, absl::InfinitePast());
   }
   if (st.role != last_role_ || st.term != term_.load(std::memory_order_relaxed) ||

@@ -11,7 +11,8 @@
 // persist in one synced batch, send what depended on it, hand committed
 // entries and read states to the Applier in one hand-off (it applies small
 // ones on this thread when its own thread is idle), Advance(). Linearizable reads
-// that arrive in one wake-up share one ReadIndex round. Peer messages are
+// that arrive in one wake-up share one ReadIndex round (on a follower, one
+// read-index request to the leader). Peer messages are
 // stepped and answered on this thread, with no hand-off to another one.
 //
 // Thread safety: the public input methods and the published-state getters may
@@ -77,7 +78,12 @@ class RaftDriver {
   // leader's answer; it fails UNAVAILABLE (outcome unknown) when the leader
   // changes first or no answer comes within kForwardTimeout.
   void Forward(std::string data, std::shared_ptr<WriteWaiter> waiter);
-  // A linearizable read through ReadIndex on this node (which must lead).
+  // A linearizable read, from any node. The leader confirms its leadership
+  // (ReadIndex); a follower asks the leader for a read index over the peer
+  // stream (ForwardReadRequest) and hands the answer to the applier. Reads
+  // that arrive in one wake-up share one round either way. On a follower the
+  // waiter fails UNAVAILABLE when the leader changes first or does not answer
+  // within kForwardReadTimeout.
   void Read(std::shared_ptr<ReadWaiter> waiter);
   // `done` runs on the Raft thread with the core's status; it must not block.
   void QueryStatus(std::function<void(const raft::NodeStatus&)> done);
@@ -118,6 +124,15 @@ class RaftDriver {
     std::shared_ptr<WriteWaiter> waiter;
   };
   static constexpr absl::Duration kForwardTimeout = absl::Seconds(10);
+  // The leader's side of a follower's read-index request: answers it.
+  class ForwardedReadWaiter;
+  // Reads this follower asked the leader a read index for.
+  struct ForwardedReads {
+    uint64_t leader;
+    absl::Time expires;
+    std::vector<std::shared_ptr<ReadWaiter>> waiters;
+  };
+  static constexpr absl::Duration kForwardReadTimeout = absl::Seconds(3);
 
   // Fired by Push() when the inbox turns non-empty; completes on the queue.
   class WakeTag final : public CqTag {
@@ -142,8 +157,13 @@ class RaftDriver {
   void Receive(const raft::Message& m);
   void Propose(ProposeEvent& p);
   void Forward(ForwardEvent& f);
-  // Fails forwarded writes whose leader is no longer `leader`, or (expired)
-  // that waited past their deadline.
+  // Reads of one wake-up: a ReadIndex round here, or one request to the leader.
+  void Read(std::vector<std::shared_ptr<ReadWaiter>> reads);
+  // The leader's answer to a follower's ForwardReadRequest.
+  void AnswerForwardedRead(const raft::Message& request);
+  void ForwardedReadAnswered(const v1::ForwardReadResponse& r);
+  // Fails forwarded writes and reads whose leader is no longer `leader`, or
+  // (expired) that waited past their deadline.
   void FailForwarded(uint64_t leader, absl::Time now);
   void HandleReadies();
   void Publish();
@@ -182,6 +202,7 @@ class RaftDriver {
   std::vector<Applier::WriteRegistration> proposed_;
   uint64_t next_forward_id_ = 0;
   std::map<uint64_t, ForwardedWrite> forwarded_;  // by id; ids grow with time
+  std::map<uint64_t, ForwardedReads> forwarded_reads_;  // by id, from next_forward_id_ too
 };
 
 }  // namespace raftkv::service

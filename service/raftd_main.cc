@@ -176,7 +176,9 @@ int Run(int argc, char** argv) {
   Transport transport(config.id, config.cluster_id, peer_addrs);
   Applier applier(backends->state_machine.get());
 
-  grpc::EnableDefaultHealthCheckService(true);
+  // Health is served by KvService (grpc.health.v1 on completion queues), not
+  // by gRPC's built-in service: that one runs on the callback API, whose
+  // threads would poll every socket of the process.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   // Peer server first: its port belongs to no client. Its completion queue
@@ -207,23 +209,20 @@ int Run(int argc, char** argv) {
     return Fail("starting the Raft core", driver.status());
   }
 
-  PeerClients peers(config);
-  ReadIndexForwarder forwarder(config, driver->get(), &applier, &peers);
-  KvService kv(config, driver->get(), &applier, &peers, &forwarder);
-  ClusterService cluster(config, driver->get(), &applier);
+  KvService kv(config, driver->get(), &applier);
 
   grpc::ServerBuilder client_builder;
   int client_port = 0;
   client_builder.AddListeningPort(config.client_listen, grpc::InsecureServerCredentials(),
                                   &client_port);
   kv.Register(&client_builder);
-  client_builder.RegisterService(&cluster);
   // Minimal stack (see PERF-NOTES.md): sizes are checked by the handlers;
   // deadline checks are switched back on explicitly.
   client_builder.AddChannelArgument(GRPC_ARG_MINIMAL_STACK, 1);
   client_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   client_builder.AddChannelArgument(GRPC_ARG_ENABLE_DEADLINE_CHECKS, 1);
-  // Other nodes ask this port for read indexes over channels with keepalive.
+  // Clients may keep their channels alive with pings as often as peers do
+  // (long-lived watchers of health, load balancers) without a GOAWAY.
   AcceptPeerKeepalives(&client_builder);
   client_builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_value_bytes) + (64 << 10));
   std::unique_ptr<grpc::Server> client_server = client_builder.BuildAndStart();
@@ -236,7 +235,7 @@ int Run(int argc, char** argv) {
   kv.Start();
   applier.Start();
   (*driver)->Start();
-  client_server->GetHealthCheckService()->SetServingStatus(true);
+  kv.SetServing(true);
   spdlog::info("raftd node {} of cluster {}: clients on {}, peers on {}, data in {}", config.id,
                config.cluster_id, config.client_listen, config.peer_listen, config.data_dir);
 
@@ -245,7 +244,7 @@ int Run(int argc, char** argv) {
   spdlog::info("signal {}: shutting down", sig);
 
   // Clients first, while Raft still runs, so calls in progress can finish.
-  client_server->GetHealthCheckService()->SetServingStatus(false);
+  kv.SetServing(false);
   client_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   // Every KV call is finished or cancelled now; the KV threads settle them,
   // then stop. Raft and apply still run, so waiters may complete meanwhile.
@@ -253,9 +252,6 @@ int Run(int argc, char** argv) {
     spdlog::warn("KV calls were still in progress at shutdown");
   }
   peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-  if (!forwarder.WaitIdle(absl::Seconds(5))) {
-    spdlog::warn("a forwarded read-index call is still in flight at shutdown");
-  }
   (*driver)->Stop();
   applier.Stop();
   if (absl::Status s = backends->state_machine->Sync(); !s.ok()) {

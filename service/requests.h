@@ -1,11 +1,11 @@
 // Waiters: how the Raft and apply threads hand a result back to whoever asked.
 //
-// A gRPC handler (or the follower read forwarder) creates a waiter, passes it
-// by shared_ptr into the Raft inbox or the apply queue, and returns. Exactly
-// one of the waiter's completion methods is called, once, from the Raft thread,
-// the apply thread or (serializable reads) the thread that asked;
-// implementations must therefore not block (they finish a gRPC call or start
-// an asynchronous one). A waiter may outlive the RPC it
+// A gRPC handler (or the Raft thread, for another node's forwarded request)
+// creates a waiter, passes it by shared_ptr into the Raft inbox or the apply
+// queue, and returns. Exactly one of the waiter's completion methods is
+// called, once, from the Raft thread, the apply thread or (serializable reads)
+// the thread that asked; implementations must therefore not block (they
+// finish a gRPC call or queue a message). A waiter may outlive the RPC it
 // serves (the client may have gone away); implementations guard against that.
 #pragma once
 

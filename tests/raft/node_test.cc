@@ -425,5 +425,25 @@ TEST(Step, RejectsMalformedMessages) {
   EXPECT_FALSE(c.node(1).Step(m).ok());  // wrong recipient
 }
 
+TEST(Step, LeavesDriverMessagesToTheDriver) {
+  Cluster c(3);
+  const NodeStatus before = c.node(1).Status();
+  Message m;
+  m.set_from(2);
+  m.set_to(1);
+  m.mutable_forward_request()->set_id(1);
+  EXPECT_TRUE(absl::IsInvalidArgument(c.node(1).Step(m)));
+  m.mutable_forward_response()->set_id(1);
+  EXPECT_TRUE(absl::IsInvalidArgument(c.node(1).Step(m)));
+  m.mutable_forward_read_request()->set_id(1);
+  EXPECT_TRUE(absl::IsInvalidArgument(c.node(1).Step(m)));
+  m.mutable_forward_read_response()->set_id(1);
+  EXPECT_TRUE(absl::IsInvalidArgument(c.node(1).Step(m)));
+  const NodeStatus after = c.node(1).Status();
+  EXPECT_EQ(before.term, after.term);
+  EXPECT_EQ(before.role, after.role);
+  EXPECT_FALSE(c.node(1).HasReady());
+}
+
 }  // namespace
 }  // namespace raftkv::raft

@@ -284,6 +284,37 @@ class ClusterTest(unittest.TestCase):
         for i in self.c.ids:
             self.c.stop(i)
 
+    def test_health_check_and_watch(self):
+        """grpc.health.v1 on every node: Check answers SERVING for the server and its
+        services and NOT_FOUND for others; Watch sends SERVING, then NOT_SERVING when the
+        node is told to stop, and then ends, so the node still exits cleanly."""
+        self.c.start_all()
+        self.c.wait_leader()
+        # Raw protobuf: HealthCheckRequest{service} is field 1; the response's status is
+        # field 1 (SERVING = 1, NOT_SERVING = 2, SERVICE_UNKNOWN = 3).
+        def request(service):
+            name = service.encode()
+            return b"\x0a" + bytes([len(name)]) + name if name else b""
+        for i in self.c.ids:
+            check = self.c.channels[i].unary_unary("/grpc.health.v1.Health/Check")
+            for service in ("", "raftkv.v1.KV", "raftkv.v1.Cluster"):
+                self.assertEqual(check(request(service), timeout=3), b"\x08\x01", service)
+            with self.assertRaises(grpc.RpcError) as cm:
+                check(request("no.such.Service"), timeout=3)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+        watch = self.c.channels[2].unary_stream("/grpc.health.v1.Health/Watch")
+        unknown = watch(request("no.such.Service"), timeout=30)
+        self.assertEqual(next(unknown), b"\x08\x03")
+        unknown.cancel()
+        stream = watch(request(""), timeout=30)
+        self.assertEqual(next(stream), b"\x08\x01")
+        self.c.signal(2, signal.SIGTERM)
+        self.assertEqual(next(stream), b"\x08\x02")
+        with self.assertRaises(grpc.RpcError) as cm:
+            next(stream)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.c.stop(2)
+
     def test_kill_leader_under_writes(self):
         """kill -9 the leader during a stream of writes: a new leader takes over, writes
         resume, and every acknowledged write survives the old leader's restart."""
@@ -396,6 +427,38 @@ class ClusterTest(unittest.TestCase):
             self.assertEqual(len(seen), 1, "write %r applied on some nodes only" % key)
         for i in self.c.ids:
             self.assertTrue(self.c.get(i, b"after").found)
+
+    def test_follower_reads_across_leader_loss(self):
+        """Linearizable reads on a follower ask the leader for a read index over the peer
+        stream. With the leader stopped they fail UNAVAILABLE (never hang, never answer
+        stale data); once a new leader is elected they succeed and see its writes."""
+        self.c.start_all()
+        old = self.c.wait_leader()
+        self.c.put(old, b"k", b"before")
+        follower = [i for i in self.c.ids if i != old][0]
+        self.assertEqual(self.c.get(follower, b"k").kv.value, b"before")
+        self.c.signal(old, signal.SIGSTOP)
+        failures = []
+
+        def read_succeeds():
+            if len(failures) > 100:
+                raise AssertionError("bounded: 100 failed reads")
+            try:
+                return self.c.get(follower, b"k", timeout=5)
+            except grpc.RpcError as e:
+                failures.append(e.code())
+                return None
+
+        self.assertEqual(wait_for(read_succeeds, 30, "a follower read to succeed").kv.value,
+                         b"before")
+        self.assertTrue(failures, "the first read should have been refused: the leader is stopped")
+        self.assertEqual(set(failures), {grpc.StatusCode.UNAVAILABLE}, failures)
+        new = self.c.wait_leader(among=[i for i in self.c.ids if i != old])
+        self.c.put(new, b"k", b"after")
+        for i in self.c.ids:
+            if i != old:
+                self.assertEqual(self.c.get(i, b"k").kv.value, b"after")
+        self.c.signal(old, signal.SIGCONT)
 
     def test_restarted_follower_catches_up(self):
         """A follower that missed many writes catches up after it restarts."""
