@@ -72,11 +72,18 @@ void Applier::Submit(Handoff handoff) {
       FailItem(item, absl::UnavailableError("node is shutting down"));
       return;
     }
-    // A small hand-off while the apply thread is idle is processed right
-    // here: waking that thread would cost more than the work (a lone client's
-    // write waits for it). Big ones go to the thread, which then applies them
-    // while the Raft thread is back to its disk and network.
-    if (busy_ || !queue_.empty() || handoff.committed.size() > kMaxInlineEntries) {
+    // While the apply thread is idle a hand-off is processed right here.
+    // Waking that thread costs more than it saves: on 2 cores there is no
+    // idle core for it to run on, and every sleep and wake-up is a context
+    // switch, which in a virtual machine costs tens of microseconds. Applying
+    // here also holds the Raft thread a little longer, so more proposals and
+    // acknowledgements share its next Ready. (raftkv-bench, 3 nodes, 2 cores:
+    // 1,000 clients' puts +28%, 64 clients' +4% against a limit of 8 entries.)
+    // Only very big hand-offs, and anything arriving while the apply thread
+    // works, go to that thread.
+    size_t bytes = 0;
+    for (const raft::Entry& e : handoff.committed) bytes += e.data().size();
+    if (busy_ || !queue_.empty() || bytes > kMaxInlineBytes) {
       queue_.push_back(std::move(handoff));
       return;
     }

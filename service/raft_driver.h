@@ -9,8 +9,8 @@
 // core (all proposals of one wake-up end up in one Ready: one synced write
 // however many clients), then handles Readys: send what may leave now,
 // persist in one synced batch, send what depended on it, hand committed
-// entries and read states to the Applier in one hand-off (it applies small
-// ones on this thread when its own thread is idle), Advance(). Linearizable reads
+// entries and read states to the Applier in one hand-off (it applies them
+// on this thread when its own thread is idle), Advance(). Linearizable reads
 // that arrive in one wake-up share one ReadIndex round (on a follower, one
 // read-index request to the leader). Peer messages are
 // stepped and answered on this thread, with no hand-off to another one.
