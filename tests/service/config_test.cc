@@ -63,8 +63,8 @@ TEST(ValidateConfigTest, RejectsMissingDataDirAndBadTimeouts) {
   EXPECT_FALSE(ValidateConfig(c).ok());
 }
 
-TEST(ValidateConfigTest, KvThreadsDefaultToTwoAndMustBeOneToSixtyFour) {
-  EXPECT_EQ(Valid().kv_threads, 2);
+TEST(ValidateConfigTest, KvThreadsDefaultToOneAndMustBeOneToSixtyFour) {
+  EXPECT_EQ(Valid().kv_threads, 1);
   for (int n : {1, 64}) {
     NodeConfig c = Valid();
     c.kv_threads = n;
