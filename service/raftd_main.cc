@@ -17,7 +17,6 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "service/applier.h"
 #include "service/backend.h"
 #include "service/config.h"
@@ -151,6 +150,15 @@ int Run(int argc, char** argv) {
   // Debian's Abseil is built without NDEBUG, so every absl::Mutex (gRPC's
   // too) would feed a deadlock-detection graph: a few percent of all CPU.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // gRPC's default poller (epoll1) has one epoll set per process: whichever
+  // thread happens to poll reads any socket, wakes the thread that owns the
+  // call, and wakes another thread to poll in its place. Its "poll" engine
+  // polls each completion queue's own sockets, so the Raft thread reads the
+  // peer streams and the KV thread the client calls. raftkv-bench, 3 nodes
+  // on 2 cores: linearizable reads from one client +64%, puts from one
+  // client +13%, loaded workloads within noise (-4% to +2%). Set before
+  // gRPC starts; an explicit GRPC_POLL_STRATEGY wins.
+  setenv("GRPC_POLL_STRATEGY", "poll", /*overwrite=*/0);
   if (absl::Status s = ApplyEnvironment(); !s.ok()) return Fail("environment", s);
   absl::ParseCommandLine(argc, argv);
   absl::StatusOr<NodeConfig> config_or = ConfigFromFlags();
