@@ -32,8 +32,8 @@ struct NodeConfig {
   int max_pending_requests = 10000;
   // Threads (each with its own completion queue) that serve the client port;
   // --kv_threads, in [1, 64]. One by default: on 2 cores shared by three
-  // nodes, a second polling thread mostly reads sockets for other threads
-  // (raftkv-bench: +15-50% throughput with one).
+  // nodes a second thread only adds wake-ups (raftkv-bench, with gRPC's epoll
+  // engine: +15-50% throughput with one).
   int kv_threads = 1;
 
   std::vector<uint64_t> voter_ids() const;

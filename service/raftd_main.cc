@@ -61,9 +61,8 @@ ABSL_FLAG(int, max_pending_requests, 10000,
           "Env: RAFTKV_MAX_PENDING_REQUESTS.");
 ABSL_FLAG(int, kv_threads, 1,
           "Threads serving the client port (KV, Cluster, health), each polling its own gRPC "
-          "completion queue and running the handlers of the calls it receives (1..64). Every "
-          "polling thread may read any socket of the process and hand it to its owner, so "
-          "more threads help only with spare cores. Env: RAFTKV_KV_THREADS.");
+          "completion queue and running the handlers of the calls it receives (1..64). More "
+          "threads help only with cores to spare. Env: RAFTKV_KV_THREADS.");
 ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error. Env: RAFTKV_LOG_LEVEL.");
 
