@@ -807,12 +807,14 @@ class HealthWatch final : public CallBase, public HealthWatcher {
         done_ = true;
         ended_ = true;
         MaybeFinishLocked();
-        return;
+        break;
       }
       case kFinish:
         finished_ = true;
         break;
     }
+    // Both tags back (in either order: a stream finished here sees kDone
+    // after kFinish): gRPC is done with the call.
     if (done_ && finished_) {
       st->pending.fetch_sub(1, std::memory_order_relaxed);
       Release();

@@ -314,6 +314,8 @@ class ClusterTest(unittest.TestCase):
             next(stream)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
         self.c.stop(2)
+        # Every call, the watches included, was settled before the node exited.
+        self.assertNotIn("still in progress at shutdown", self.c.log(2))
 
     def test_kill_leader_under_writes(self):
         """kill -9 the leader during a stream of writes: a new leader takes over, writes
