@@ -18,8 +18,9 @@
 //         what was just persisted);
 //      d. apply rd.committed_entries in order and serve rd.read_states once the
 //         state machine has applied up to each read's index. (A Ready without
-//         entries or snapshot that need not be synced may do d before b:
-//         committed entries always come from an earlier, persisted Ready.)
+//         entries or snapshot that need not be synced may do d before b, and
+//         before a: committed entries always come from an earlier, persisted
+//         Ready, and no message is harmed by leaving later.)
 //   3. Call Advance(): the core now reads those entries from LogStorage.
 // Given the same Config (including random_seed), storage contents and input
 // sequence, a Node produces the same outputs.

