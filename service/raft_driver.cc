@@ -150,9 +150,7 @@ class RaftDriver::ForwardedWriteWaiter final : public WriteWaiter {
 
  private:
   raft::Message Envelope() const {
-    raft::Message m;
-    m.set_from(driver_->options_.id);
-    m.set_to(follower_);
+    raft::Message m = driver_->MessageTo(follower_);
     m.mutable_forward_response()->set_id(id_);
     return m;
   }
@@ -180,24 +178,20 @@ class RaftDriver::ForwardedReadWaiter final : public ReadWaiter {
     driver_->Push(SendEvent{std::move(m)});
   }
   void Failed(const absl::Status& status) override {
-    driver_->Push(SendEvent{Envelope(status)});
-  }
-
-  // The answer as a message, failed with `status` if that is not OK.
-  raft::Message Envelope(const absl::Status& status = absl::OkStatus()) const {
-    raft::Message m;
-    m.set_from(driver_->options_.id);
-    m.set_to(follower_);
+    raft::Message m = Envelope();
     v1::ForwardReadResponse* r = m.mutable_forward_read_response();
-    r->set_id(id_);
-    if (!status.ok()) {
-      r->set_error_code(static_cast<int32_t>(status.code()));
-      r->set_error_message(std::string(status.message()));
-    }
-    return m;
+    r->set_error_code(static_cast<int32_t>(status.code()));
+    r->set_error_message(std::string(status.message()));
+    driver_->Push(SendEvent{std::move(m)});
   }
 
  private:
+  raft::Message Envelope() const {
+    raft::Message m = driver_->MessageTo(follower_);
+    m.mutable_forward_read_response()->set_id(id_);
+    return m;
+  }
+
   RaftDriver* const driver_;
   const uint64_t follower_;
   const uint64_t id_;
@@ -286,12 +280,21 @@ void RaftDriver::Forward(ForwardEvent& f) {
   }
   const uint64_t id = ++next_forward_id_;
   forwarded_[id] = ForwardedWrite{st.leader, absl::Now() + kForwardTimeout, std::move(f.waiter)};
-  raft::Message m;
-  m.set_from(options_.id);
-  m.set_to(st.leader);
+  raft::Message m = MessageTo(st.leader);
   v1::ForwardRequest* req = m.mutable_forward_request();
   req->set_id(id);
   req->set_command(std::move(f.data));
+  SendOne(std::move(m));
+}
+
+raft::Message RaftDriver::MessageTo(uint64_t peer) const {
+  raft::Message m;
+  m.set_from(options_.id);
+  m.set_to(peer);
+  return m;
+}
+
+void RaftDriver::SendOne(raft::Message m) {
   std::vector<raft::Message> out;
   out.push_back(std::move(m));
   transport_->Send(std::move(out));
@@ -336,15 +339,19 @@ void RaftDriver::Receive(const raft::Message& m) {
   }
 }
 
+bool RaftDriver::StartReadRound(std::vector<std::shared_ptr<ReadWaiter>>& reads) {
+  std::string ctx = absl::StrCat(++next_read_id_);
+  if (node_->ReadIndex(ctx) != raft::ProposeOutcome::kAccepted) return false;
+  reads_[ctx] = std::move(reads);
+  return true;
+}
+
 void RaftDriver::Read(std::vector<std::shared_ptr<ReadWaiter>> reads) {
   const raft::NodeSummary st = node_->Summary();
   if (st.role == raft::Role::kLeader) {
-    std::string ctx = absl::StrCat(++next_read_id_);
-    if (node_->ReadIndex(ctx) == raft::ProposeOutcome::kAccepted) {
-      reads_[ctx] = std::move(reads);
-      return;
+    if (!StartReadRound(reads)) {
+      for (auto& w : reads) w->Failed(absl::UnavailableError("this node is not the leader"));
     }
-    for (auto& w : reads) w->Failed(absl::UnavailableError("this node is not the leader"));
     return;
   }
   if (st.leader == 0 || st.leader == options_.id) {
@@ -354,26 +361,16 @@ void RaftDriver::Read(std::vector<std::shared_ptr<ReadWaiter>> reads) {
   const uint64_t id = ++next_forward_id_;
   forwarded_reads_[id] =
       ForwardedReads{st.leader, absl::Now() + kForwardReadTimeout, std::move(reads)};
-  raft::Message m;
-  m.set_from(options_.id);
-  m.set_to(st.leader);
+  raft::Message m = MessageTo(st.leader);
   m.mutable_forward_read_request()->set_id(id);
-  std::vector<raft::Message> out;
-  out.push_back(std::move(m));
-  transport_->Send(std::move(out));
+  SendOne(std::move(m));
 }
 
 void RaftDriver::AnswerForwardedRead(const raft::Message& request) {
-  auto waiter =
-      std::make_shared<ForwardedReadWaiter>(this, request.from(), request.forward_read_request().id());
-  std::string ctx = absl::StrCat(++next_read_id_);
-  if (node_->ReadIndex(ctx) != raft::ProposeOutcome::kAccepted) {
-    std::vector<raft::Message> out;
-    out.push_back(waiter->Envelope(absl::UnavailableError("this node is not the leader")));
-    transport_->Send(std::move(out));
-    return;
-  }
-  reads_[ctx].push_back(std::move(waiter));
+  // Not re-forwarded when this node does not lead: the follower asks again.
+  std::vector<std::shared_ptr<ReadWaiter>> reads{std::make_shared<ForwardedReadWaiter>(
+      this, request.from(), request.forward_read_request().id())};
+  if (!StartReadRound(reads)) reads[0]->Failed(absl::UnavailableError("this node is not the leader"));
 }
 
 void RaftDriver::ForwardedReadAnswered(const v1::ForwardReadResponse& r) {
@@ -430,9 +427,7 @@ void RaftDriver::HandleEvents(std::vector<Event>& events) {
     } else if (auto* f = std::get_if<ForwardEvent>(&event)) {
       Forward(*f);
     } else if (auto* m = std::get_if<SendEvent>(&event)) {
-      std::vector<raft::Message> out;
-      out.push_back(std::move(m->message));
-      transport_->Send(std::move(out));
+      SendOne(std::move(m->message));
     } else if (auto* r = std::get_if<ReadEvent>(&event)) {
       reads.push_back(std::move(r->waiter));
     } else if (auto* s = std::get_if<StatusEvent>(&event)) {

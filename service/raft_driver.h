@@ -160,6 +160,12 @@ class RaftDriver {
   void Forward(ForwardEvent& f);
   // Reads of one wake-up: a ReadIndex round here, or one request to the leader.
   void Read(std::vector<std::shared_ptr<ReadWaiter>> reads);
+  // Starts a ReadIndex round for `reads` (moved into reads_); false, leaving
+  // them, when this node cannot (it does not lead).
+  bool StartReadRound(std::vector<std::shared_ptr<ReadWaiter>>& reads);
+  // A message from this node to `peer`, body unset.
+  raft::Message MessageTo(uint64_t peer) const;
+  void SendOne(raft::Message m);
   // The leader's answer to a follower's ForwardReadRequest.
   void AnswerForwardedRead(const raft::Message& request);
   void ForwardedReadAnswered(const v1::ForwardReadResponse& r);
