@@ -62,11 +62,6 @@ absl::StatusOr<std::unique_ptr<LogStore>> LogStore::Open(const std::string& dir,
   lo.max_file_size = options.max_file_size;
   // Entries are mostly small protobufs; snappy would cost CPU on every block.
   lo.compression = leveldb::kNoCompression;
-  // LevelDB writes a table file one block at a time (a write() per block
-  // when it builds a table from the memtable or compacts). The log is read
-  // in runs of consecutive entries, never one entry at random, so big blocks
-  // cost nothing on reads and cut those writes 16-fold.
-  lo.block_size = 64 << 10;
   // Every Save is a synced append to LevelDB's write-ahead log; allocating
   // the log up front makes each of those fdatasyncs cheaper (db_util.h). A
   // log is replaced once a memtable's worth of writes went through it.
