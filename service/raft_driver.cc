@@ -473,12 +473,7 @@ void RaftDriver::HandleReadies() {
     if (answer_first) applier_->Submit(std::move(handoff));
     if (!rd.messages_send_now.empty()) transport_->Send(std::move(rd.messages_send_now));
     if (commit_only && !answer_first) applier_->Submit(std::move(handoff));
-    // A Ready that only moves the commit index is not written at all: a
-    // commit index lost in a crash is learned again from the leader (or, below
-    // the applied index, from the state machine at restart), so writing it
-    // would buy nothing, and it comes once per acknowledgement round on every
-    // node. The next write of entries, term or vote carries it.
-    if (rd.MustPersist() && !commit_only) {
+    if (rd.MustPersist()) {
       if (absl::Status s = log_->Save(rd.entries, rd.hard_state, rd.must_sync); !s.ok()) {
         // Acknowledging anything now could lose acknowledged writes.
         spdlog::critical("persisting the Raft log failed: {}", s.ToString());
