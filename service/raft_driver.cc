@@ -124,77 +124,74 @@ void RaftDriver::Forward(std::string data, std::shared_ptr<WriteWaiter> waiter) 
 
 void RaftDriver::Read(std::shared_ptr<ReadWaiter> waiter) { Push(ReadEvent{std::move(waiter)}); }
 
-// Answers a forwarded write once it is applied here (on the apply or Raft
-// thread) or failed: the answer is queued for the Raft thread, which alone
-// may write to the peer streams.
-class RaftDriver::ForwardedWriteWaiter final : public WriteWaiter {
+// Any thread may answer (the apply or Raft thread); the answer is queued for
+// the Raft thread, which alone may write to the peer streams.
+class RaftDriver::ForwardedAnswer {
  public:
-  ForwardedWriteWaiter(RaftDriver* driver, uint64_t follower, uint64_t id)
+  ForwardedAnswer(RaftDriver* driver, uint64_t follower, uint64_t id)
       : driver_(driver), follower_(follower), id_(id) {}
 
-  void Applied(const v1::CommandResult& result, uint64_t term) override {
-    raft::Message m = Envelope();
-    v1::ForwardResponse* r = m.mutable_forward_response();
-    r->set_applied(true);
-    r->set_term(term);
-    result.SerializeToString(r->mutable_result());
+ protected:
+  // Sends a message to the follower whose answer `fill` writes; `mutable_r`
+  // picks the response body (ForwardResponse or ForwardReadResponse), which
+  // gets the request's id.
+  template <typename Response, typename Fill>
+  void Answer(Response* (raft::Message::*mutable_r)(), Fill fill) const {
+    raft::Message m = driver_->MessageTo(follower_);
+    Response* r = (m.*mutable_r)();
+    r->set_id(id_);
+    fill(r);
     driver_->Push(SendEvent{std::move(m)});
   }
-  void Failed(const absl::Status& status) override {
-    raft::Message m = Envelope();
-    v1::ForwardResponse* r = m.mutable_forward_response();
-    r->set_error_code(static_cast<int32_t>(status.code()));
-    r->set_error_message(std::string(status.message()));
-    driver_->Push(SendEvent{std::move(m)});
+  template <typename Response>
+  void AnswerError(Response* (raft::Message::*mutable_r)(), const absl::Status& status) const {
+    Answer(mutable_r, [&](Response* r) {
+      r->set_error_code(static_cast<int32_t>(status.code()));
+      r->set_error_message(std::string(status.message()));
+    });
   }
 
  private:
-  raft::Message Envelope() const {
-    raft::Message m = driver_->MessageTo(follower_);
-    m.mutable_forward_response()->set_id(id_);
-    return m;
-  }
-
   RaftDriver* const driver_;
   const uint64_t follower_;
   const uint64_t id_;
 };
 
+// Answers a forwarded write once it is applied here or failed.
+class RaftDriver::ForwardedWriteWaiter final : public WriteWaiter, ForwardedAnswer {
+ public:
+  using ForwardedAnswer::ForwardedAnswer;
+
+  void Applied(const v1::CommandResult& result, uint64_t term) override {
+    Answer(&raft::Message::mutable_forward_response, [&](v1::ForwardResponse* r) {
+      r->set_applied(true);
+      r->set_term(term);
+      result.SerializeToString(r->mutable_result());
+    });
+  }
+  void Failed(const absl::Status& status) override {
+    AnswerError(&raft::Message::mutable_forward_response, status);
+  }
+};
+
 // Answers a follower's read-index request once this leader has confirmed
 // the index (Serve, from the apply thread, without waiting for the apply) or
-// cannot (Failed). Like writes' answers, queued for the Raft thread.
-class RaftDriver::ForwardedReadWaiter final : public ReadWaiter {
+// cannot (Failed).
+class RaftDriver::ForwardedReadWaiter final : public ReadWaiter, ForwardedAnswer {
  public:
-  ForwardedReadWaiter(RaftDriver* driver, uint64_t follower, uint64_t id)
-      : driver_(driver), follower_(follower), id_(id) {}
+  using ForwardedAnswer::ForwardedAnswer;
 
   bool NeedsApply() const override { return false; }
   void Serve(uint64_t index, uint64_t term, const KvStore*) override {
-    raft::Message m = Envelope();
-    v1::ForwardReadResponse* r = m.mutable_forward_read_response();
-    r->set_ok(true);
-    r->set_index(index);
-    r->set_term(term);
-    driver_->Push(SendEvent{std::move(m)});
+    Answer(&raft::Message::mutable_forward_read_response, [&](v1::ForwardReadResponse* r) {
+      r->set_ok(true);
+      r->set_index(index);
+      r->set_term(term);
+    });
   }
   void Failed(const absl::Status& status) override {
-    raft::Message m = Envelope();
-    v1::ForwardReadResponse* r = m.mutable_forward_read_response();
-    r->set_error_code(static_cast<int32_t>(status.code()));
-    r->set_error_message(std::string(status.message()));
-    driver_->Push(SendEvent{std::move(m)});
+    AnswerError(&raft::Message::mutable_forward_read_response, status);
   }
-
- private:
-  raft::Message Envelope() const {
-    raft::Message m = driver_->MessageTo(follower_);
-    m.mutable_forward_read_response()->set_id(id_);
-    return m;
-  }
-
-  RaftDriver* const driver_;
-  const uint64_t follower_;
-  const uint64_t id_;
 };
 
 void RaftDriver::QueryStatus(std::function<void(const raft::NodeStatus&)> done) {

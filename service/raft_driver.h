@@ -110,12 +110,16 @@ class RaftDriver {
     std::string data;
     std::shared_ptr<WriteWaiter> waiter;
   };
-  // A message produced off the Raft thread (a forwarded write's answer).
+  // A message produced off the Raft thread (an answer to a follower's
+  // forwarded write or read-index request).
   struct SendEvent {
     raft::Message message;
   };
   using Event = std::variant<ProposeEvent, ReadEvent, StatusEvent, ForwardEvent, SendEvent>;
 
+  // What the leader's answers to a follower's forwarded requests share: the
+  // message to that follower, queued for the Raft thread.
+  class ForwardedAnswer;
   // The leader's side of a forwarded write: answers the follower.
   class ForwardedWriteWaiter;
   // A write this follower forwarded, waiting for the leader's answer.
