@@ -10,6 +10,10 @@ namespace raftkv::service {
 class CqTag {
  public:
   virtual void OnComplete(bool ok) = 0;
+  // True when completing this tag only moves outbound data along (it never
+  // hands a message to the Raft core), so the Raft thread may complete it
+  // while a Ready is being handled, before a synced write blocks it.
+  virtual bool OnlySends() const { return false; }
 
  protected:
   ~CqTag() = default;

@@ -210,8 +210,15 @@ void RaftDriver::Run() {
   while (true) {
     void* tag;
     bool ok;
+    const bool had_deferred = !deferred_.empty();
+    if (had_deferred) {
+      std::vector<std::pair<CqTag*, bool>> deferred;
+      deferred.swap(deferred_);
+      for (auto [t, t_ok] : deferred) t->OnComplete(t_ok);
+    }
     grpc::CompletionQueue::NextStatus next =
-        cq_->AsyncNext(&tag, &ok, absl::ToChronoTime(next_tick));
+        had_deferred ? cq_->AsyncNext(&tag, &ok, no_wait)
+                     : cq_->AsyncNext(&tag, &ok, absl::ToChronoTime(next_tick));
     for (int n = 0; next == grpc::CompletionQueue::GOT_EVENT; ++n) {
       static_cast<CqTag*>(tag)->OnComplete(ok);
       if (n + 1 == kMaxCompletionsPerWake) break;
@@ -241,7 +248,27 @@ void RaftDriver::Run() {
   ShutdownQueue();
 }
 
+void RaftDriver::CompleteSends() {
+  void* tag;
+  bool ok;
+  const gpr_timespec no_wait = gpr_inf_past(GPR_CLOCK_MONOTONIC);
+  // Bounded like Run()'s own drain: a flood of inbound traffic must not
+  // hold the Ready open.
+  for (int n = 0; n < 256 && cq_->AsyncNext(&tag, &ok, no_wait) == grpc::CompletionQueue::GOT_EVENT;
+       ++n) {
+    auto* t = static_cast<CqTag*>(tag);
+    if (t->OnlySends()) {
+      t->OnComplete(ok);
+    } else {
+      deferred_.emplace_back(t, ok);
+    }
+  }
+}
+
 void RaftDriver::ShutdownQueue() {
+  std::vector<std::pair<CqTag*, bool>> deferred;
+  deferred.swap(deferred_);
+  for (auto [t, t_ok] : deferred) t->OnComplete(t_ok);
   transport_->Shutdown();
   cq_->Shutdown();
   void* tag;
@@ -470,6 +497,10 @@ void RaftDriver::HandleReadies() {
     if (answer_first) applier_->Submit(std::move(handoff));
     if (!rd.messages_send_now.empty()) transport_->Send(std::move(rd.messages_send_now));
     if (commit_only && !answer_first) applier_->Submit(std::move(handoff));
+    // A message to a peer whose previous write has not been seen to
+    // complete waits in its queue: let it go before the thread blocks in a
+    // synced write, and let the acknowledgements go as soon as it returns.
+    if (rd.must_sync) CompleteSends();
     if (rd.MustPersist()) {
       if (absl::Status s = log_->Save(rd.entries, rd.hard_state, rd.must_sync); !s.ok()) {
         // Acknowledging anything now could lose acknowledged writes.
@@ -477,7 +508,10 @@ void RaftDriver::HandleReadies() {
         std::abort();
       }
     }
-    if (!rd.messages_after_persist.empty()) transport_->Send(std::move(rd.messages_after_persist));
+    if (!rd.messages_after_persist.empty()) {
+      if (rd.must_sync) CompleteSends();
+      transport_->Send(std::move(rd.messages_after_persist));
+    }
     if (!commit_only) applier_->Submit(std::move(handoff));
     for (const std::string& ctx : rd.dropped_reads) {
       auto it = reads_.find(ctx);

@@ -177,6 +177,10 @@ class RaftDriver {
   // (expired) that waited past their deadline.
   void FailForwarded(uint64_t leader, absl::Time now);
   void HandleReadies();
+  // Completes the outbound writes already done, so that what queued behind
+  // them goes out now rather than after a synced write; other completions
+  // wait in deferred_ for the next turn of the loop.
+  void CompleteSends();
   void Publish();
   static void FailEvent(Event& event, const absl::Status& status);
 
@@ -214,6 +218,9 @@ class RaftDriver {
   uint64_t next_forward_id_ = 0;
   std::map<uint64_t, ForwardedWrite> forwarded_;  // by id; ids grow with time
   std::map<uint64_t, ForwardedReads> forwarded_reads_;  // by id, from next_forward_id_ too
+  // Completions CompleteSends() took off the queue but may not handle while
+  // a Ready is open; Run() handles them first thing on its next turn.
+  std::vector<std::pair<CqTag*, bool>> deferred_;
 };
 
 }  // namespace raftkv::service

@@ -79,6 +79,8 @@ class Transport::PeerStream final : public CqTag {
     }
   }
 
+  bool OnlySends() const override { return true; }
+
   void OnComplete(bool ok) override {
     const bool stopping = transport_->shutting_down_;
     switch (state_) {

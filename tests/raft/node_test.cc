@@ -360,6 +360,64 @@ TEST(Replication, ProposalsBetweenReadiesShareOneMessagePerFollower) {
   EXPECT_EQ(with_entries, 2);
 }
 
+// A put's commit reaches the followers in an append that carries nothing
+// else; its success would teach the leader nothing, so it goes unanswered:
+// one round of answers per put, not two.
+TEST(Replication, CommitOnlyAppendsAreNotAnswered) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  c.Stabilize();
+  c.sent_.clear();
+  c.node(leader).Propose("v");
+  c.Stabilize();
+  int carrying = 0, commit_only = 0, answers = 0;
+  for (const auto& m : c.sent_) {
+    if (m.from() == leader && m.has_append_request()) {
+      const auto& req = m.append_request();
+      if (req.entries_size() > 0) {
+        ++carrying;
+        EXPECT_FALSE(req.commit_only());
+      } else {
+        ++commit_only;
+        EXPECT_TRUE(req.commit_only());
+        EXPECT_EQ(req.leader_commit(), c.node(leader).Status().commit);
+      }
+    }
+    if (m.to() == leader && m.has_append_response()) ++answers;
+  }
+  EXPECT_EQ(carrying, 2);
+  EXPECT_EQ(commit_only, 2);
+  EXPECT_EQ(answers, 2);  // the entry's acknowledgements only
+  for (uint64_t id = 1; id <= 3; ++id) {
+    EXPECT_EQ(c.node(id).Status().commit, c.node(leader).Status().commit) << "node " << id;
+    ASSERT_FALSE(c.applied(id).empty());
+    EXPECT_EQ(c.applied(id).back().data(), "v");
+  }
+}
+
+// A commit-only append that does not fit the follower's log is answered,
+// like any rejection, so the leader can back up.
+TEST(Replication, RejectedCommitOnlyAppendIsAnswered) {
+  MemoryStorage storage(ThreeVoters());
+  auto node = NodeOne(storage);
+  ASSERT_TRUE(node.ok());
+  Message m = FromTwoToOne();
+  auto* req = m.mutable_append_request();
+  req->set_term(1);
+  req->set_leader_id(2);
+  req->set_prev_log_index(5);  // beyond this node's empty log
+  req->set_prev_log_term(1);
+  req->set_leader_commit(5);
+  req->set_commit_only(true);
+  ASSERT_TRUE((*node)->Step(m).ok());
+  Ready rd = (*node)->GetReady();
+  ASSERT_EQ(rd.messages_after_persist.size(), 1u);
+  const Message& answer = rd.messages_after_persist[0];
+  ASSERT_TRUE(answer.has_append_response());
+  EXPECT_FALSE(answer.append_response().success());
+  EXPECT_EQ(answer.append_response().conflict_index(), 1u);
+}
+
 // Pipelining is bounded: at most max_inflight_appends unacknowledged
 // AppendEntries go to a follower that does not answer.
 TEST(Replication, InflightWindowBoundsUnacknowledgedAppends) {
