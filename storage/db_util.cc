@@ -212,37 +212,6 @@ std::unique_ptr<leveldb::Env> NewCachingReadEnv(leveldb::Env* base) {
   return std::make_unique<CachingReadEnv>(base);
 }
 
-namespace {
-
-class PreallocatingLogEnv : public leveldb::EnvWrapper {
- public:
-  PreallocatingLogEnv(leveldb::Env* base, uint64_t bytes)
-      : leveldb::EnvWrapper(base), bytes_(bytes) {}
-
-  leveldb::Status NewWritableFile(const std::string& f, leveldb::WritableFile** r) override {
-    leveldb::Status s = target()->NewWritableFile(f, r);
-    if (s.ok() && f.ends_with(".log")) {
-      // A second descriptor only to allocate: the base file keeps writing
-      // through its own, from offset 0.
-      int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
-      if (fd >= 0) {
-        (void)::posix_fallocate(fd, 0, static_cast<off_t>(bytes_));
-        ::close(fd);
-      }
-    }
-    return s;
-  }
-
- private:
-  const uint64_t bytes_;
-};
-
-}  // namespace
-
-std::unique_ptr<leveldb::Env> NewPreallocatingLogEnv(leveldb::Env* base, uint64_t bytes) {
-  return std::make_unique<PreallocatingLogEnv>(base, bytes);
-}
-
 absl::Status SyncDir(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {

@@ -44,7 +44,6 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "leveldb/db.h"
-#include "leveldb/env.h"
 #include "leveldb/write_batch.h"
 #include "raft/log_storage.h"
 
@@ -147,7 +146,6 @@ class LogStore : public raft::LogStorage {
   // Constant after construction.
   const std::string dir_;
   const LogStoreOptions options_;
-  std::unique_ptr<leveldb::Env> env_;  // outlives db_
   std::unique_ptr<leveldb::DB> db_;
 
   mutable absl::Mutex mu_;

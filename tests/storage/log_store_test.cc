@@ -6,8 +6,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <filesystem>
 #include <random>
 
 #include "raft/memory_storage.h"
@@ -65,36 +63,6 @@ TEST(LogStore, EntriesAndHardStateSurviveReopen) {
   ASSERT_TRUE(es.ok());
   ASSERT_EQ(es->size(), 3u);
   EXPECT_EQ((*es)[1].data(), "b");
-}
-
-// The write-ahead log is allocated up front (cheaper fdatasyncs); its zero
-// tail must read as the end of the log, on every reopen.
-TEST(LogStore, PreallocatedWriteAheadLogReadsBackAcrossReopens) {
-  TempDir d;
-  LogStoreOptions o;
-  o.write_buffer_size = 1 << 20;
-  {
-    auto s = OpenOrDie(d.path(), o);
-    ASSERT_TRUE(s->Save({MakeEntry(1, 1, "a"), MakeEntry(2, 1, "b")}, MakeHardState(1, 1, 1)).ok());
-    uint64_t largest_log = 0;
-    for (const auto& f : std::filesystem::directory_iterator(d.path())) {
-      if (f.path().extension() == ".log") largest_log = std::max<uint64_t>(largest_log, f.file_size());
-    }
-    EXPECT_GE(largest_log, o.write_buffer_size) << "the write-ahead log was not allocated up front";
-  }
-  for (uint64_t i = 3; i <= 5; ++i) {
-    auto s = OpenOrDie(d.path(), o);
-    ASSERT_EQ(s->LastIndex(), i - 1);
-    ASSERT_TRUE(s->Save({MakeEntry(i, 2, "e" + std::to_string(i))}, MakeHardState(2, 1, i)).ok());
-  }
-  auto s = OpenOrDie(d.path(), o);
-  EXPECT_EQ(s->LastIndex(), 5u);
-  EXPECT_EQ(s->hard_state().commit(), 5u);
-  auto es = s->Entries(1, 6, 1 << 20);
-  ASSERT_TRUE(es.ok());
-  ASSERT_EQ(es->size(), 5u);
-  EXPECT_EQ((*es)[0].data(), "a");
-  EXPECT_EQ((*es)[4].data(), "e5");
 }
 
 TEST(LogStore, SaveTruncatesConflictingSuffixOnDisk) {
