@@ -500,7 +500,7 @@ void RaftDriver::HandleReadies() {
     // A message to a peer whose previous write has not been seen to
     // complete waits in its queue: let it go before the thread blocks in a
     // synced write, and let the acknowledgements go as soon as it returns.
-    if (rd.must_sync) CompleteSends();
+    if (rd.must_sync && transport_->WaitingOnWrite(/*queued=*/true)) CompleteSends();
     if (rd.MustPersist()) {
       if (absl::Status s = log_->Save(rd.entries, rd.hard_state, rd.must_sync); !s.ok()) {
         // Acknowledging anything now could lose acknowledged writes.
@@ -509,7 +509,7 @@ void RaftDriver::HandleReadies() {
       }
     }
     if (!rd.messages_after_persist.empty()) {
-      if (rd.must_sync) CompleteSends();
+      if (rd.must_sync && transport_->WaitingOnWrite(/*queued=*/false)) CompleteSends();
       transport_->Send(std::move(rd.messages_after_persist));
     }
     if (!commit_only) applier_->Submit(std::move(handoff));

@@ -57,6 +57,9 @@ class Transport::PeerStream final : public CqTag {
     }
   }
 
+  bool Writing() const { return state_ == State::kWriting; }
+  bool Queued() const { return !queue_.empty(); }
+
   void Shutdown() {
     Drop(queue_.size());
     queue_.clear();
@@ -349,6 +352,13 @@ void Transport::Send(std::vector<raft::Message> messages) {
     }
     it->second->Send(std::move(m));
   }
+}
+
+bool Transport::WaitingOnWrite(bool queued) const {
+  for (const auto& [id, p] : peers_) {
+    if (p->Writing() && (!queued || p->Queued())) return true;
+  }
+  return false;
 }
 
 void Transport::Shutdown() {

@@ -78,6 +78,10 @@ class Transport {
   // REQUIRES: the peer server has been shut down.
   void Shutdown();
 
+  // Whether some peer's messages wait behind a write whose completion has
+  // not been handled yet (`queued`), or some write at all is in that state.
+  bool WaitingOnWrite(bool queued) const;
+
   // Messages dropped so far because a peer's queue was full or its stream
   // failed. Any thread.
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
