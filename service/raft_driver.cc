@@ -210,12 +210,9 @@ void RaftDriver::Run() {
   while (true) {
     void* tag;
     bool ok;
-    const bool had_deferred = !deferred_.empty();
-    if (had_deferred) {
-      std::vector<std::pair<CqTag*, bool>> deferred;
-      deferred.swap(deferred_);
-      for (auto [t, t_ok] : deferred) t->OnComplete(t_ok);
-    }
+    // Completions set aside during the last Ready come first; the queue is
+    // then only checked, not waited on, since they may have produced work.
+    const bool had_deferred = CompleteDeferred();
     grpc::CompletionQueue::NextStatus next =
         had_deferred ? cq_->AsyncNext(&tag, &ok, no_wait)
                      : cq_->AsyncNext(&tag, &ok, absl::ToChronoTime(next_tick));
@@ -265,10 +262,16 @@ void RaftDriver::CompleteSends() {
   }
 }
 
-void RaftDriver::ShutdownQueue() {
+bool RaftDriver::CompleteDeferred() {
+  if (deferred_.empty()) return false;
   std::vector<std::pair<CqTag*, bool>> deferred;
   deferred.swap(deferred_);
-  for (auto [t, t_ok] : deferred) t->OnComplete(t_ok);
+  for (auto [t, ok] : deferred) t->OnComplete(ok);
+  return true;
+}
+
+void RaftDriver::ShutdownQueue() {
+  CompleteDeferred();
   transport_->Shutdown();
   cq_->Shutdown();
   void* tag;

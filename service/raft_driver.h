@@ -181,6 +181,8 @@ class RaftDriver {
   // them goes out now rather than after a synced write; other completions
   // wait in deferred_ for the next turn of the loop.
   void CompleteSends();
+  // Handles what CompleteSends() set aside; false if there was nothing.
+  bool CompleteDeferred();
   void Publish();
   static void FailEvent(Event& event, const absl::Status& status);
 
