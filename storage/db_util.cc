@@ -7,11 +7,13 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <system_error>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "boost/crc.hpp"
 #include "leveldb/env.h"
 #include "leveldb/iterator.h"
 #include "leveldb/table.h"
@@ -210,6 +212,183 @@ class CachingReadEnv : public leveldb::EnvWrapper {
 
 std::unique_ptr<leveldb::Env> NewCachingReadEnv(leveldb::Env* base) {
   return std::make_unique<CachingReadEnv>(base);
+}
+
+namespace {
+
+class PreallocatingLogEnv : public leveldb::EnvWrapper {
+ public:
+  PreallocatingLogEnv(leveldb::Env* base, uint64_t bytes)
+      : leveldb::EnvWrapper(base), bytes_(bytes) {}
+
+  leveldb::Status NewWritableFile(const std::string& f, leveldb::WritableFile** r) override {
+    leveldb::Status s = target()->NewWritableFile(f, r);
+    if (s.ok() && f.ends_with(".log")) {
+      // A second descriptor only to allocate: the base file keeps writing
+      // through its own, from offset 0.
+      int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd >= 0) {
+        (void)::posix_fallocate(fd, 0, static_cast<off_t>(bytes_));
+        ::close(fd);
+      }
+    }
+    return s;
+  }
+
+ private:
+  const uint64_t bytes_;
+};
+
+}  // namespace
+
+std::unique_ptr<leveldb::Env> NewPreallocatingLogEnv(leveldb::Env* base, uint64_t bytes) {
+  return std::make_unique<PreallocatingLogEnv>(base, bytes);
+}
+
+namespace {
+
+// LevelDB's write-ahead log format (leveldb/doc/log_format.md).
+constexpr size_t kLogBlockSize = 32768;
+constexpr size_t kLogHeaderSize = 7;  // masked crc32c (4), length (2), type (1)
+enum LogRecordType : uint8_t { kZeroType = 0, kFull = 1, kFirst = 2, kMiddle = 3, kLast = 4 };
+
+uint32_t LittleEndian32(const unsigned char* p) {
+  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+}
+
+// LevelDB stores crc32c(type, payload) masked, so that a CRC over data that
+// itself holds CRCs is not trivially valid.
+uint32_t MaskedRecordCrc(const unsigned char* type_and_payload, size_t n) {
+  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc32c;
+  crc32c.process_bytes(type_and_payload, n);
+  const uint32_t c = crc32c.checksum();
+  return ((c >> 15) | (c << 17)) + 0xa282ead8u;
+}
+
+// Where a torn write would have to start and end in `data`; see
+// RepairTornLogTail(). nullopt when the log needs no cut or is damaged in
+// some other way.
+std::optional<uint64_t> TornTailCut(const std::string& log) {
+  const auto* data = reinterpret_cast<const unsigned char*>(log.data());
+  const size_t n = log.size();
+  size_t zeros_from = n;  // the file is all zeros from here on
+  while (zeros_from > 0 && data[zeros_from - 1] == 0) --zeros_from;
+
+  size_t whole_end = 0;  // end of the last whole (logical) record
+  bool in_fragment = false;
+  size_t p = 0;
+  while (true) {
+    if (p >= n) return std::nullopt;  // ends cleanly, or mid-record at EOF (LevelDB's own case)
+    const size_t block_left = kLogBlockSize - p % kLogBlockSize;
+    if (block_left < kLogHeaderSize) {  // block trailer
+      p += block_left;
+      continue;
+    }
+    if (n - p < kLogHeaderSize) return std::nullopt;  // a header cut by EOF: LevelDB's case
+    const unsigned char* h = data + p;
+    const size_t length = size_t{h[4]} | size_t{h[5]} << 8;
+    const uint8_t type = h[6];
+    if (type == kZeroType && length == 0 && LittleEndian32(h) == 0) {
+      // Unwritten (preallocated) space: the writer, which only appends,
+      // stopped here. If anything non-zero follows, it is not a torn write
+      // (that would start right here), so it is left for LevelDB to judge.
+      if (in_fragment && zeros_from <= p) return whole_end;
+      return std::nullopt;
+    }
+    const size_t end = p + kLogHeaderSize + length;
+    if (end > p + block_left) {
+      // A length no writer produces: a header torn part-way through.
+      return zeros_from < p + kLogHeaderSize ? std::optional<uint64_t>(whole_end) : std::nullopt;
+    }
+    if (end > n) return std::nullopt;  // cut by EOF: LevelDB's own case
+    if (MaskedRecordCrc(h + 6, 1 + length) != LittleEndian32(h)) {
+      // Torn only if the record's own tail is missing and nothing follows.
+      return zeros_from < end ? std::optional<uint64_t>(whole_end) : std::nullopt;
+    }
+    switch (type) {
+      case kFull:
+        if (in_fragment) return std::nullopt;
+        whole_end = end;
+        break;
+      case kFirst:
+        if (in_fragment) return std::nullopt;
+        in_fragment = true;
+        break;
+      case kMiddle:
+        if (!in_fragment) return std::nullopt;
+        break;
+      case kLast:
+        if (!in_fragment) return std::nullopt;
+        in_fragment = false;
+        whole_end = end;
+        break;
+      default:
+        return std::nullopt;  // a valid CRC over an unknown type: not a tear
+    }
+    p = end;
+  }
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("open ", path, ": ", std::strerror(errno)));
+  }
+  std::string out;
+  char buf[1 << 16];
+  while (true) {
+    const ssize_t r = ::read(fd, buf, sizeof(buf));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int err = errno;
+      ::close(fd);
+      return absl::UnavailableError(absl::StrCat("read ", path, ": ", std::strerror(err)));
+    }
+    if (r == 0) break;
+    out.append(buf, static_cast<size_t>(r));
+  }
+  ::close(fd);
+  return out;
+}
+
+absl::Status TruncateDurably(const std::string& path, uint64_t size) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("open ", path, ": ", std::strerror(errno)));
+  }
+  int rc = ::ftruncate(fd, static_cast<off_t>(size));
+  if (rc == 0) rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    return absl::UnavailableError(absl::StrCat("truncate ", path, ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<TornTailRepair>> RepairTornLogTail(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<TornTailRepair> repairs;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return repairs;
+  std::vector<std::string> logs;
+  for (const auto& f : fs::directory_iterator(dir, ec)) {
+    if (f.path().extension() == ".log" && f.is_regular_file(ec)) logs.push_back(f.path().string());
+  }
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("list directory ", dir, ": ", ec.message()));
+  }
+  for (const std::string& path : logs) {
+    absl::StatusOr<std::string> log = ReadWholeFile(path);
+    if (!log.ok()) return log.status();
+    std::optional<uint64_t> cut = TornTailCut(*log);
+    if (!cut.has_value()) continue;
+    if (absl::Status s = TruncateDurably(path, *cut); !s.ok()) return s;
+    repairs.push_back({path, *cut, log->size()});
+  }
+  return repairs;
 }
 
 absl::Status SyncDir(const std::string& dir) {

@@ -10,8 +10,10 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "leveldb/db.h"
 #include "leveldb/options.h"
@@ -60,6 +62,47 @@ leveldb::ReadOptions VerifiedRead();
 // checksummed once, when it is read from the file. Everything else is passed
 // to `base`, which must outlive the returned Env.
 std::unique_ptr<leveldb::Env> NewCachingReadEnv(leveldb::Env* base);
+
+// An Env whose new LevelDB write-ahead logs (*.log) get `bytes` allocated up
+// front (posix_fallocate: the file size becomes `bytes`, the tail reads as
+// zeros). A synced append into allocated space leaves the file size alone, so
+// fdatasync has no size change to commit: measured here, 50-58 us instead of
+// 82-85 us for a 300-byte append. LevelDB's log reader skips the zero tail
+// (zero-type records are how its own preallocating writer left files), and
+// the log is written from offset 0 as before. Best effort: where the file
+// system cannot allocate, logs grow as they would without this Env. Files
+// are created and written by `base` (which must outlive the returned Env),
+// so wrappers that count syncs or drop unsynced data keep working.
+std::unique_ptr<leveldb::Env> NewPreallocatingLogEnv(leveldb::Env* base, uint64_t bytes);
+
+// What RepairTornLogTail() did to one write-ahead log.
+struct TornTailRepair {
+  std::string file;
+  uint64_t truncated_at = 0;  // new size: the end of the last whole record
+  uint64_t old_size = 0;
+};
+
+// Cuts a torn last write off the LevelDB write-ahead logs (*.log) in `dir`,
+// which must run before LevelDB opens the directory. A preallocated log
+// (NewPreallocatingLogEnv) reads as zeros past its last record, so a write
+// that a crash cut short at a page boundary leaves a record whose header
+// survived and whose tail reads as zeros, instead of ending the file early:
+// LevelDB, with paranoid checks, would call that corruption and refuse to
+// open. Such a write never returned, so no fsync covered it and nothing it
+// held was acknowledged.
+//
+// Each log is walked the way LevelDB reads it (32 KiB blocks; records with a
+// masked CRC32C of type and payload; FIRST/MIDDLE/LAST fragments). It is cut
+// back to the end of its last whole record only when the walk, before it
+// meets any unwritten (zero) space, stops at a record whose CRC fails (or
+// whose header is malformed), or at zeros in the middle of a fragmented
+// record, AND everything from inside that record to the end of the file is
+// zeros: the shape of a torn write, and nothing else. Damage followed by
+// non-zero data, non-zero data after unwritten space, or a record whose CRC
+// fails although its tail is not zero (a flipped bit), is left for LevelDB
+// to report.
+// Returns the logs it cut (usually none).
+absl::StatusOr<std::vector<TornTailRepair>> RepairTornLogTail(const std::string& dir);
 
 // fsyncs a directory so that a rename or a new file in it is durable.
 absl::Status SyncDir(const std::string& dir);

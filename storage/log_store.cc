@@ -62,7 +62,24 @@ absl::StatusOr<std::unique_ptr<LogStore>> LogStore::Open(const std::string& dir,
   lo.max_file_size = options.max_file_size;
   // Entries are mostly small protobufs; snappy would cost CPU on every block.
   lo.compression = leveldb::kNoCompression;
-  if (options.env != nullptr) lo.env = options.env;
+  // Every Save is a synced append to LevelDB's write-ahead log; allocating
+  // the log up front makes each of those fdatasyncs cheaper (db_util.h). A
+  // log is replaced once a memtable's worth of writes went through it.
+  store->env_ = internal::NewPreallocatingLogEnv(
+      options.env != nullptr ? options.env : leveldb::Env::Default(),
+      options.write_buffer_size + (4 << 20));
+  lo.env = store->env_.get();
+  absl::StatusOr<std::vector<internal::TornTailRepair>> repairs = internal::RepairTornLogTail(dir);
+  if (!repairs.ok()) {
+    return absl::Status(repairs.status().code(),
+                        absl::StrCat("raft log store ", dir, ": checking the write-ahead log for a "
+                                     "torn write failed: ", repairs.status().message()));
+  }
+  for (const internal::TornTailRepair& r : *repairs) {
+    store->open_repairs_.push_back(absl::StrCat(
+        "cut a write torn by a crash (never acknowledged) off ", r.file, ": ",
+        r.old_size - r.truncated_at, " bytes from offset ", r.truncated_at));
+  }
   absl::Status s = internal::OpenDb({"raft log store", dir}, lo, &store->db_);
   if (!s.ok()) return s;
   s = store->Load();

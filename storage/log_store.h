@@ -44,6 +44,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "leveldb/db.h"
+#include "leveldb/env.h"
 #include "leveldb/write_batch.h"
 #include "raft/log_storage.h"
 
@@ -128,6 +129,10 @@ class LogStore : public raft::LogStorage {
   raft::SnapshotMetadata Snapshot() const override;
 
   raft::HardState hard_state() const;
+  // What Open() repaired, one line each for the operator's log: a write
+  // that a crash tore, cut off the end of the preallocated LevelDB log
+  // (internal::RepairTornLogTail). Usually empty.
+  const std::vector<std::string>& open_repairs() const { return open_repairs_; }
   const std::string& dir() const { return dir_; }
 
  private:
@@ -146,6 +151,8 @@ class LogStore : public raft::LogStorage {
   // Constant after construction.
   const std::string dir_;
   const LogStoreOptions options_;
+  std::unique_ptr<leveldb::Env> env_;  // outlives db_
+  std::vector<std::string> open_repairs_;
   std::unique_ptr<leveldb::DB> db_;
 
   mutable absl::Mutex mu_;

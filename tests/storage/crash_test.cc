@@ -166,7 +166,7 @@ TEST(CrashTest, SigkillAtRandomMomentsLosesNothingAcknowledged) {
   LogModel acked;
   uint64_t reported_applied = 0;
   uint64_t prev_hs_term = 0, prev_hs_commit = 0;
-  int in_flight_survived = 0, in_flight_lost = 0, none_in_flight = 0;
+  int in_flight_survived = 0, in_flight_lost = 0, none_in_flight = 0, torn_writes_cut = 0;
   const auto test_deadline = Clock::now() + std::chrono::seconds(120);
 
   for (int round = 0; round < kKills; ++round) {
@@ -215,6 +215,7 @@ TEST(CrashTest, SigkillAtRandomMomentsLosesNothingAcknowledged) {
     // Recover as a restarted node would, and check.
     auto log = LogStore::Open(log_dir, {});
     ASSERT_TRUE(log.ok()) << log.status();
+    torn_writes_cut += static_cast<int>((*log)->open_repairs().size());
     std::string as_acked = Mismatch(**log, acked);
     if (as_acked.empty()) {
       ++(pending.has_value() ? in_flight_lost : none_in_flight);
@@ -254,8 +255,8 @@ TEST(CrashTest, SigkillAtRandomMomentsLosesNothingAcknowledged) {
   // Not assertions on timing, just a record of what the kills hit.
   std::printf(
       "%d kills: no batch in flight %d times; in-flight batch durable %d times, "
-      "lost %d times; log ends at %" PRIu64 "\n",
-      kKills, none_in_flight, in_flight_survived, in_flight_lost, acked.last());
+      "lost %d times; torn writes cut off %d times; log ends at %" PRIu64 "\n",
+      kKills, none_in_flight, in_flight_survived, in_flight_lost, torn_writes_cut, acked.last());
 }
 
 // A follower installing snapshots is killed mid-import, many times: after

@@ -6,6 +6,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "raft/memory_storage.h"
@@ -63,6 +66,158 @@ TEST(LogStore, EntriesAndHardStateSurviveReopen) {
   ASSERT_TRUE(es.ok());
   ASSERT_EQ(es->size(), 3u);
   EXPECT_EQ((*es)[1].data(), "b");
+}
+
+// The write-ahead log is allocated up front (cheaper fdatasyncs); its zero
+// tail must read as the end of the log, on every reopen.
+TEST(LogStore, PreallocatedWriteAheadLogReadsBackAcrossReopens) {
+  TempDir d;
+  LogStoreOptions o;
+  o.write_buffer_size = 1 << 20;
+  {
+    auto s = OpenOrDie(d.path(), o);
+    ASSERT_TRUE(s->Save({MakeEntry(1, 1, "a"), MakeEntry(2, 1, "b")}, MakeHardState(1, 1, 1)).ok());
+    uint64_t largest_log = 0;
+    for (const auto& f : std::filesystem::directory_iterator(d.path())) {
+      if (f.path().extension() == ".log") largest_log = std::max<uint64_t>(largest_log, f.file_size());
+    }
+    EXPECT_GE(largest_log, o.write_buffer_size) << "the write-ahead log was not allocated up front";
+  }
+  for (uint64_t i = 3; i <= 5; ++i) {
+    auto s = OpenOrDie(d.path(), o);
+    ASSERT_EQ(s->LastIndex(), i - 1);
+    EXPECT_TRUE(s->open_repairs().empty());
+    ASSERT_TRUE(s->Save({MakeEntry(i, 2, "e" + std::to_string(i))}, MakeHardState(2, 1, i)).ok());
+  }
+  auto s = OpenOrDie(d.path(), o);
+  EXPECT_EQ(s->LastIndex(), 5u);
+  EXPECT_EQ(s->hard_state().commit(), 5u);
+  auto es = s->Entries(1, 6, 1 << 20);
+  ASSERT_TRUE(es.ok());
+  ASSERT_EQ(es->size(), 5u);
+  EXPECT_EQ((*es)[0].data(), "a");
+  EXPECT_EQ((*es)[4].data(), "e5");
+}
+
+// The newest LevelDB write-ahead log of `dir`, and where its written part
+// ends (the rest is preallocated zeros).
+struct WalFile {
+  std::string path;
+  std::string bytes;
+  size_t written_end = 0;
+};
+WalFile NewestWal(const std::string& dir) {
+  WalFile w;
+  for (const auto& f : std::filesystem::directory_iterator(dir)) {
+    if (f.path().extension() == ".log" && f.path().string() > w.path) w.path = f.path().string();
+  }
+  std::ifstream in(w.path, std::ios::binary);
+  w.bytes.assign(std::istreambuf_iterator<char>(in), {});
+  w.written_end = w.bytes.size();
+  while (w.written_end > 0 && w.bytes[w.written_end - 1] == 0) --w.written_end;
+  return w;
+}
+void Overwrite(const WalFile& w, size_t offset, const std::string& bytes) {
+  std::fstream f(w.path, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Writes entries 1..3 and then `last` (entry 4) with one Save each, then
+// tears the write of entry 4 the way a crash can: from `tear` (an offset
+// into that write, counted back from its end) on, it reads as zeros.
+void WriteThenTearLast(const std::string& dir, const Entry& last, size_t tear_from_end) {
+  {
+    auto s = OpenOrDie(dir);
+    for (uint64_t i = 1; i <= 3; ++i) {
+      ASSERT_TRUE(s->Save({MakeEntry(i, 1, "v" + std::to_string(i))}, MakeHardState(1, 1, i - 1))
+                      .ok());
+    }
+    ASSERT_TRUE(s->Save({last}, std::nullopt).ok());
+  }
+  WalFile w = NewestWal(dir);
+  ASSERT_GT(w.written_end, tear_from_end);
+  Overwrite(w, w.written_end - tear_from_end, std::string(tear_from_end, '\0'));
+}
+
+TEST(LogStore, WriteTornInsideARecordIsCutOffOnOpen) {
+  TempDir d;
+  ASSERT_NO_FATAL_FAILURE(WriteThenTearLast(d.path(), MakeEntry(4, 1, std::string(200, 'x')), 50));
+  auto s = OpenOrDie(d.path());
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->LastIndex(), 3u);
+  ASSERT_EQ(s->open_repairs().size(), 1u);
+  EXPECT_THAT(s->open_repairs()[0], HasSubstr("torn"));
+  auto es = s->Entries(1, 4, 1 << 20);
+  ASSERT_TRUE(es.ok());
+  ASSERT_EQ(es->size(), 3u);
+  EXPECT_EQ((*es)[2].data(), "v3");
+  // The repaired log takes new writes and keeps them.
+  ASSERT_TRUE(s->Save({MakeEntry(4, 1, "again")}, std::nullopt).ok());
+  s.reset();
+  s = OpenOrDie(d.path());
+  EXPECT_EQ(s->LastIndex(), 4u);
+  EXPECT_TRUE(s->open_repairs().empty());
+}
+
+TEST(LogStore, WriteTornBetweenFragmentsIsCutOffOnOpen) {
+  TempDir d;
+  // 100 KB spans four 32 KiB blocks: FIRST, MIDDLE, MIDDLE, LAST fragments.
+  // Tearing its last 40 KB loses the LAST fragment and part of a MIDDLE one.
+  ASSERT_NO_FATAL_FAILURE(
+      WriteThenTearLast(d.path(), MakeEntry(4, 1, std::string(100000, 'y')), 40000));
+  auto s = OpenOrDie(d.path());
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->LastIndex(), 3u);
+  EXPECT_EQ(s->open_repairs().size(), 1u);
+}
+
+// Where each record of a write-ahead log shorter than one 32 KiB block
+// starts (a record: 7-byte header, then as many bytes as its length says).
+std::vector<size_t> RecordStarts(const WalFile& w) {
+  std::vector<size_t> starts;
+  for (size_t p = 0; p + 7 <= w.written_end;) {
+    starts.push_back(p);
+    p += 7 + (static_cast<unsigned char>(w.bytes[p + 4]) |
+              static_cast<unsigned char>(w.bytes[p + 5]) << 8);
+  }
+  return starts;
+}
+
+TEST(LogStore, WriteTornInsideAHeaderIsCutOffOnOpen) {
+  TempDir d;
+  ASSERT_NO_FATAL_FAILURE(WriteThenTearLast(d.path(), MakeEntry(4, 1, std::string(300, 'z')), 0));
+  // Zero entry 4's record from its length field on: only its CRC survives.
+  WalFile w = NewestWal(d.path());
+  const std::vector<size_t> starts = RecordStarts(w);
+  ASSERT_GE(starts.size(), 4u);
+  Overwrite(w, starts.back() + 4, std::string(w.written_end - starts.back() - 4, '\0'));
+  auto s = OpenOrDie(d.path());
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->LastIndex(), 3u);
+  EXPECT_EQ(s->open_repairs().size(), 1u);
+}
+
+// Damage that is not a torn write is not "repaired" away: a flipped bit in
+// the last record (its tail intact) or in an earlier one (whole records
+// follow it) fails Open, and the file is left as it was.
+TEST(LogStore, FlippedBitInTheWriteAheadLogIsNotMistakenForATornWrite) {
+  for (bool last_record : {true, false}) {
+    TempDir d;
+    ASSERT_NO_FATAL_FAILURE(WriteThenTearLast(d.path(), MakeEntry(4, 1, std::string(200, 'x')), 0));
+    WalFile w = NewestWal(d.path());
+    const std::vector<size_t> starts = RecordStarts(w);
+    ASSERT_GE(starts.size(), 4u);
+    const size_t record = last_record ? starts.back() : starts[starts.size() - 3];
+    const size_t at = record + 7 + 10;  // inside the payload
+    Overwrite(w, at, std::string(1, static_cast<char>(w.bytes[at] ^ 0x10)));
+    auto s = LogStore::Open(d.path(), LogStoreOptions{});
+    EXPECT_FALSE(s.ok()) << (last_record ? "last" : "earlier") << " record's flipped bit accepted";
+    WalFile after = NewestWal(d.path());
+    EXPECT_EQ(after.path, w.path);
+    EXPECT_EQ(after.bytes.size(), w.bytes.size());
+    EXPECT_EQ(after.written_end, w.written_end);
+  }
 }
 
 TEST(LogStore, SaveTruncatesConflictingSuffixOnDisk) {

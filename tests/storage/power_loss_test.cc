@@ -57,7 +57,13 @@ class DropUnsyncedEnv : public leveldb::EnvWrapper {
     std::lock_guard<std::mutex> l(mu_);
     for (auto& [name, state] : files_) {
       std::error_code ec;
-      if (std::filesystem::exists(name, ec)) std::filesystem::resize_file(name, state.synced, ec);
+      if (std::filesystem::exists(name, ec)) {
+        const uintmax_t size = std::filesystem::file_size(name, ec);
+        std::filesystem::resize_file(name, state.synced, ec);
+        // A file allocated up front (the log store's write-ahead log) keeps
+        // its length, and what was lost reads as zeros.
+        if (!ec && size > state.written) std::filesystem::resize_file(name, size, ec);
+      }
       state.written = state.synced;
     }
   }
