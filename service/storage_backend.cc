@@ -64,7 +64,7 @@ absl::StatusOr<Backends> OpenBackends(const std::string& data_dir, uint64_t clus
   absl::StatusOr<std::unique_ptr<storage::LogStore>> log =
       storage::LogStore::Open(data_dir + "/log", storage::LogStoreOptions{});
   if (!log.ok()) return log.status();
-  for (const std::string& repair : (*log)->open_repairs()) spdlog::warn("raft log store: {}", repair);
+  for (const std::string& note : (*log)->open_notes()) spdlog::warn("raft log store: {}", note);
   if (absl::Status s = (*log)->CheckIdentity(absl::StrCat(cluster_id), node_id); !s.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat(s.message(), " [raftd --id=", node_id, " --cluster_id=", cluster_id, "]"));

@@ -18,12 +18,23 @@ using raft::SnapshotMetadata;
 
 namespace {
 
-constexpr char kFormatKey[] = "h:format";
-constexpr char kFormat[] = "raftkv-log-1";
-constexpr char kIdentityKey[] = "h:identity";
-constexpr char kHardStateKey[] = "h:hard";
-constexpr char kSnapshotKey[] = "h:snapshot";
+// The metadata keys sort before every entry key. LevelDB moves a table it
+// flushes down the levels untouched when its key range overlaps no other
+// table's; entries arrive in key order, so only a metadata key sorting
+// after them (as format 1's "h:" keys did) makes the ranges overlap, and
+// then every flush was merged into the tables below (tens of MiB rewritten
+// per 16 MiB flushed, competing with the log's fsyncs for the disk).
+constexpr char kFormatKey[] = "a:format";
+constexpr char kFormat[] = "raftkv-log-2";
+constexpr char kIdentityKey[] = "a:identity";
+constexpr char kHardStateKey[] = "a:hard";
+constexpr char kSnapshotKey[] = "a:snapshot";
 constexpr char kEntryPrefix = 'e';
+// Format 1: the same values under "h:" keys (upgraded on open).
+constexpr char kFormat1Key[] = "h:format";
+constexpr char kFormat1[] = "raftkv-log-1";
+constexpr std::pair<const char*, const char*> kFormat1Keys[] = {
+    {"h:identity", kIdentityKey}, {"h:hard", kHardStateKey}, {"h:snapshot", kSnapshotKey}};
 constexpr size_t kEntryKeySize = 9;
 
 std::string EntryKey(uint64_t index) {
@@ -76,7 +87,7 @@ absl::StatusOr<std::unique_ptr<LogStore>> LogStore::Open(const std::string& dir,
                                      "torn write failed: ", repairs.status().message()));
   }
   for (const internal::TornTailRepair& r : *repairs) {
-    store->open_repairs_.push_back(absl::StrCat(
+    store->open_notes_.push_back(absl::StrCat(
         "cut a write torn by a crash (never acknowledged) off ", r.file, ": ",
         r.old_size - r.truncated_at, " bytes from offset ", r.truncated_at));
   }
@@ -91,6 +102,7 @@ absl::Status LogStore::Load() {
   absl::MutexLock l(&mu_);
   const internal::DbName name{"raft log store", dir_};
   const leveldb::ReadOptions ro = internal::VerifiedRead();
+  if (absl::Status u = UpgradeFromFormat1(); !u.ok()) return u;
   std::string value;
   leveldb::Status s = db_->Get(ro, kFormatKey, &value);
   if (s.IsNotFound()) {
@@ -166,6 +178,35 @@ absl::Status LogStore::Load() {
     return Corrupt(name, absl::StrCat("the hard state commits index ", hard_state_.commit(),
                                       " but the log ends at ", last_index_));
   }
+  return absl::OkStatus();
+}
+
+absl::Status LogStore::UpgradeFromFormat1() {
+  const internal::DbName name{"raft log store", dir_};
+  const leveldb::ReadOptions ro = internal::VerifiedRead();
+  std::string value;
+  leveldb::Status s = db_->Get(ro, kFormat1Key, &value);
+  if (s.IsNotFound()) return absl::OkStatus();
+  if (!s.ok()) return FromLevelDb(name, "read format tag", s);
+  if (value != kFormat1) {
+    return absl::FailedPreconditionError(absl::StrCat(dir_, " holds a database of format '", value,
+                                                      "', not a raftkv log store ('", kFormat,
+                                                      "')"));
+  }
+  // A handful of keys, moved in one batch: a crash leaves format 1 or 2.
+  leveldb::WriteBatch b;
+  b.Delete(kFormat1Key);
+  b.Put(kFormatKey, kFormat);
+  for (const auto& [old_key, new_key] : kFormat1Keys) {
+    s = db_->Get(ro, old_key, &value);
+    if (s.IsNotFound()) continue;
+    if (!s.ok()) return FromLevelDb(name, absl::StrCat("read ", old_key), s);
+    b.Put(new_key, value);
+    b.Delete(old_key);
+  }
+  if (absl::Status w = Write(&b, "upgrade the log from format 1"); !w.ok()) return w;
+  open_notes_.push_back(absl::StrCat("upgraded ", dir_, " from format ", kFormat1, " to ", kFormat,
+                                     " (its metadata keys now sort before the entries)"));
   return absl::OkStatus();
 }
 
@@ -322,13 +363,23 @@ absl::Status LogStore::Save(const std::vector<Entry>& entries,
     e.AppendToString(&buf);
     b.Put(key, buf);
   }
-  if (hard_state.has_value()) {
+  // Only a new term or vote must be durable (Raft's safety rests on them);
+  // a commit index alone is learned again from the leader, or from the state
+  // machine's applied index, after a restart. Writing it with every append
+  // would also put the hard state key into every memtable, making every
+  // flushed table overlap the others (see kFormatKey).
+  const bool write_hard_state =
+      hard_state.has_value() && (!has_hard_state_ || hard_state->term() != hard_state_.term() ||
+                                 hard_state->vote() != hard_state_.vote());
+  if (write_hard_state) {
     buf.clear();
     hard_state->AppendToString(&buf);
     b.Put(kHardStateKey, buf);
   }
-  absl::Status s = Write(&b, entries.empty() ? "save hard state" : "append entries", sync);
-  if (!s.ok()) return s;
+  if (!entries.empty() || write_hard_state) {
+    absl::Status s = Write(&b, entries.empty() ? "save hard state" : "append entries", sync);
+    if (!s.ok()) return s;
+  }
 
   if (!entries.empty()) {
     TruncateCacheFrom(entries.front().index());

@@ -1,12 +1,15 @@
 // LogStore: the durable Raft log of one node, on LevelDB.
 //
 // Owns one LevelDB database holding, under these keys:
-//   "h:format"    format tag ("raftkv-log-1"), written when the db is created
-//   "h:identity"  the (cluster id, node id) this data directory belongs to
-//   "h:hard"      HardState (term, vote, commit)
-//   "h:snapshot"  SnapshotMetadata of the latest snapshot / compaction point
+//   "a:format"    format tag ("raftkv-log-2"), written when the db is created
+//   "a:identity"  the (cluster id, node id) this data directory belongs to
+//   "a:hard"      HardState: term and vote, and the commit index as it was
+//                 when either last changed
+//   "a:snapshot"  SnapshotMetadata of the latest snapshot / compaction point
 //   "e" + index as 8 big-endian bytes   one serialized Entry each
-// so that iteration order over "e" keys is log order.
+// so that iteration order over "e" keys is log order, and every metadata
+// key sorts before them (log_store.cc says why). Format 1 ("raftkv-log-1")
+// had the metadata under "h:" keys; Open() upgrades it in place.
 //
 // Invariants (checked at Open, kept by every write):
 //   - entries are exactly [FirstIndex(), LastIndex()], no gaps, and
@@ -95,8 +98,13 @@ class LogStore : public raft::LogStorage {
   absl::Status Bootstrap(const raft::ConfState& conf);
 
   // Persists one Ready: truncates any stored suffix from entries[0].index()
-  // on, appends `entries`, and writes `hard_state` if set, in ONE WriteBatch,
-  // synced when options.sync: one fsync per call however many entries.
+  // on, appends `entries`, and writes `hard_state` if set and its term or
+  // vote differs from the stored one, in ONE WriteBatch, synced when
+  // options.sync: one fsync per call however many entries. A hard state that
+  // only moves the commit index is kept in memory (hard_state() and the
+  // checks below use it) but not written, and a call with nothing to write
+  // does not touch LevelDB: after a restart the commit index may be older,
+  // which Raft allows (the leader tells it again).
   // REQUIRES (else InvalidArgument and nothing written): entries contiguous,
   // FirstIndex() <= entries[0].index() <= LastIndex() + 1, terms >= 1 and
   // non-decreasing (also against the entry before entries[0]), no committed
@@ -129,15 +137,19 @@ class LogStore : public raft::LogStorage {
   raft::SnapshotMetadata Snapshot() const override;
 
   raft::HardState hard_state() const;
-  // What Open() repaired, one line each for the operator's log: a write
-  // that a crash tore, cut off the end of the preallocated LevelDB log
-  // (internal::RepairTornLogTail). Usually empty.
-  const std::vector<std::string>& open_repairs() const { return open_repairs_; }
+  // What Open() changed on disk, one line each for the operator's log: a
+  // write that a crash tore, cut off the end of the preallocated LevelDB log
+  // (internal::RepairTornLogTail), or an upgrade from format 1. Usually
+  // empty.
+  const std::vector<std::string>& open_notes() const { return open_notes_; }
   const std::string& dir() const { return dir_; }
 
  private:
   LogStore(std::string dir, const LogStoreOptions& options);
   absl::Status Load();
+  // Moves format 1's "h:" metadata keys to their format 2 names, in one
+  // batch, when the database is a format 1 log; nothing otherwise.
+  absl::Status UpgradeFromFormat1() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Write(leveldb::WriteBatch* batch, absl::string_view what, bool sync = true);
   absl::StatusOr<uint64_t> TermLocked(uint64_t index) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status ValidateHardState(const raft::HardState& hs, uint64_t new_last) const
@@ -152,11 +164,12 @@ class LogStore : public raft::LogStorage {
   const std::string dir_;
   const LogStoreOptions options_;
   std::unique_ptr<leveldb::Env> env_;  // outlives db_
-  std::vector<std::string> open_repairs_;
+  std::vector<std::string> open_notes_;
   std::unique_ptr<leveldb::DB> db_;
 
   mutable absl::Mutex mu_;
-  // Mirror of what is on disk.
+  // Mirror of what is on disk, except that the hard state is the latest one
+  // given to Save(), whose commit index may be newer than the stored one.
   raft::HardState hard_state_ ABSL_GUARDED_BY(mu_);
   bool has_hard_state_ ABSL_GUARDED_BY(mu_) = false;
   raft::SnapshotMetadata snapshot_ ABSL_GUARDED_BY(mu_);

@@ -51,6 +51,9 @@ int Run(const char* log_dir, const char* sm_dir, uint64_t seed) {
   for (int iter = 0; iter < 200000; ++iter) {
     const uint64_t last = log.LastIndex();
     raft::HardState hs = log.hard_state();
+    // As the Raft core does after a restart: what was applied was committed
+    // (the stored commit index may be older).
+    hs.set_commit(std::max(hs.commit(), machine.applied_index()));
     uint64_t term = std::max<uint64_t>(hs.term(), 1);
     uint64_t first = last + 1;
     if (last > hs.commit() && rng() % 8 == 0) {

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <random>
 
+#include "leveldb/db.h"
 #include "raft/memory_storage.h"
 #include "tests/storage/test_util.h"
 
@@ -86,12 +87,12 @@ TEST(LogStore, PreallocatedWriteAheadLogReadsBackAcrossReopens) {
   for (uint64_t i = 3; i <= 5; ++i) {
     auto s = OpenOrDie(d.path(), o);
     ASSERT_EQ(s->LastIndex(), i - 1);
-    EXPECT_TRUE(s->open_repairs().empty());
+    EXPECT_TRUE(s->open_notes().empty());
     ASSERT_TRUE(s->Save({MakeEntry(i, 2, "e" + std::to_string(i))}, MakeHardState(2, 1, i)).ok());
   }
   auto s = OpenOrDie(d.path(), o);
   EXPECT_EQ(s->LastIndex(), 5u);
-  EXPECT_EQ(s->hard_state().commit(), 5u);
+  EXPECT_EQ(s->hard_state().term(), 2u);
   auto es = s->Entries(1, 6, 1 << 20);
   ASSERT_TRUE(es.ok());
   ASSERT_EQ(es->size(), 5u);
@@ -146,8 +147,8 @@ TEST(LogStore, WriteTornInsideARecordIsCutOffOnOpen) {
   auto s = OpenOrDie(d.path());
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->LastIndex(), 3u);
-  ASSERT_EQ(s->open_repairs().size(), 1u);
-  EXPECT_THAT(s->open_repairs()[0], HasSubstr("torn"));
+  ASSERT_EQ(s->open_notes().size(), 1u);
+  EXPECT_THAT(s->open_notes()[0], HasSubstr("torn"));
   auto es = s->Entries(1, 4, 1 << 20);
   ASSERT_TRUE(es.ok());
   ASSERT_EQ(es->size(), 3u);
@@ -157,7 +158,7 @@ TEST(LogStore, WriteTornInsideARecordIsCutOffOnOpen) {
   s.reset();
   s = OpenOrDie(d.path());
   EXPECT_EQ(s->LastIndex(), 4u);
-  EXPECT_TRUE(s->open_repairs().empty());
+  EXPECT_TRUE(s->open_notes().empty());
 }
 
 TEST(LogStore, WriteTornBetweenFragmentsIsCutOffOnOpen) {
@@ -169,7 +170,7 @@ TEST(LogStore, WriteTornBetweenFragmentsIsCutOffOnOpen) {
   auto s = OpenOrDie(d.path());
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->LastIndex(), 3u);
-  EXPECT_EQ(s->open_repairs().size(), 1u);
+  EXPECT_EQ(s->open_notes().size(), 1u);
 }
 
 // Where each record of a write-ahead log shorter than one 32 KiB block
@@ -195,7 +196,7 @@ TEST(LogStore, WriteTornInsideAHeaderIsCutOffOnOpen) {
   auto s = OpenOrDie(d.path());
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->LastIndex(), 3u);
-  EXPECT_EQ(s->open_repairs().size(), 1u);
+  EXPECT_EQ(s->open_notes().size(), 1u);
 }
 
 // Damage that is not a torn write is not "repaired" away: a flipped bit in
@@ -218,6 +219,111 @@ TEST(LogStore, FlippedBitInTheWriteAheadLogIsNotMistakenForATornWrite) {
     EXPECT_EQ(after.bytes.size(), w.bytes.size());
     EXPECT_EQ(after.written_end, w.written_end);
   }
+}
+
+// A commit index alone is not written (Raft learns it again); a new term or
+// vote is, with the commit index of that moment.
+TEST(LogStore, OnlyATermOrVoteChangeWritesTheHardState) {
+  TempDir d;
+  {
+    auto s = OpenOrDie(d.path());
+    ASSERT_TRUE(s->Save({MakeEntry(1, 1), MakeEntry(2, 1)}, MakeHardState(1, 1, 1)).ok());
+    ASSERT_TRUE(s->Save({MakeEntry(3, 1)}, MakeHardState(1, 1, 3)).ok());
+    ASSERT_TRUE(s->Save({}, MakeHardState(1, 1, 3)).ok());
+    EXPECT_EQ(s->hard_state().commit(), 3u);  // in memory, the newest
+  }
+  {
+    auto s = OpenOrDie(d.path());
+    EXPECT_EQ(s->hard_state().SerializeAsString(), MakeHardState(1, 1, 1).SerializeAsString());
+    // A commit index below the one given before the restart is fine now.
+    ASSERT_TRUE(s->Save({}, MakeHardState(2, 3, 2)).ok());
+  }
+  auto s = OpenOrDie(d.path());
+  EXPECT_EQ(s->hard_state().SerializeAsString(), MakeHardState(2, 3, 2).SerializeAsString());
+  EXPECT_EQ(s->LastIndex(), 3u);
+}
+
+// The metadata keys sort before the entries, so the tables LevelDB flushes
+// do not overlap, and go down the levels as they are instead of being
+// merged (its info log says "Compacting" for a merge).
+TEST(LogStore, AppendingNeverMakesLevelDbMergeTables) {
+  TempDir d;
+  LogStoreOptions o;
+  o.write_buffer_size = 64 << 10;
+  o.max_file_size = 64 << 10;
+  o.sync = false;
+  {
+    auto s = OpenOrDie(d.path(), o);
+    ASSERT_TRUE(s->CheckIdentity("c", 1).ok());
+    uint64_t term = 1;
+    for (uint64_t i = 1; i <= 3000; ++i) {
+      if (i % 1000 == 0) ++term;  // an election now and then
+      ASSERT_TRUE(
+          s->Save({MakeEntry(i, term, std::string(500, 'p'))}, MakeHardState(term, 1, i)).ok());
+    }
+  }
+  std::ifstream info(d.path() + "/LOG");
+  std::string line;
+  int flushed = 0;
+  std::vector<std::string> merges;
+  while (std::getline(info, line)) {
+    if (line.find("Level-0 table #") != std::string::npos && line.ends_with("OK")) ++flushed;
+    if (line.find("Compacting ") != std::string::npos) merges.push_back(line);
+  }
+  EXPECT_GT(flushed, 10) << "LevelDB flushed too few tables for the test to mean anything";
+  // Each election writes the hard state into one memtable, whose table then
+  // spans the metadata keys and its entries: one merge at most per election.
+  EXPECT_LE(merges.size(), 2u) << ::testing::PrintToString(merges);
+}
+
+// A log written by format 1 (metadata under "h:" keys, after the entries)
+// is upgraded in place on open, and reads back the same.
+TEST(LogStore, Format1LogIsUpgradedOnOpen) {
+  TempDir d;
+  raft::SnapshotMetadata meta;
+  *meta.mutable_conf_state() = Voters({1, 2, 3});
+  {
+    leveldb::Options lo;
+    lo.create_if_missing = true;
+    leveldb::DB* raw = nullptr;
+    ASSERT_TRUE(leveldb::DB::Open(lo, d.path(), &raw).ok());
+    std::unique_ptr<leveldb::DB> db(raw);
+    leveldb::WriteBatch b;
+    b.Put("h:format", "raftkv-log-1");
+    std::string identity(7, '\0');
+    identity += '\x03';  // node 3, as 8 big-endian bytes, then the cluster id
+    identity += "cluster-7";
+    b.Put("h:identity", identity);
+    b.Put("h:hard", MakeHardState(2, 1, 2).SerializeAsString());
+    b.Put("h:snapshot", meta.SerializeAsString());
+    for (uint64_t i = 1; i <= 3; ++i) {
+      std::string key(1, 'e');
+      for (int shift = 56; shift >= 0; shift -= 8) key += static_cast<char>((i >> shift) & 0xff);
+      b.Put(key, MakeEntry(i, i == 3 ? 2 : 1, "v" + std::to_string(i)).SerializeAsString());
+    }
+    ASSERT_TRUE(db->Write(leveldb::WriteOptions(), &b).ok());
+  }
+  {
+    auto s = OpenOrDie(d.path());
+    ASSERT_NE(s, nullptr);
+    ASSERT_EQ(s->open_notes().size(), 1u);
+    EXPECT_THAT(s->open_notes()[0], HasSubstr("upgraded"));
+    EXPECT_EQ(s->LastIndex(), 3u);
+    EXPECT_EQ(*s->Term(3), 2u);
+    EXPECT_EQ(s->hard_state().SerializeAsString(), MakeHardState(2, 1, 2).SerializeAsString());
+    EXPECT_EQ(s->Snapshot().SerializeAsString(), meta.SerializeAsString());
+    EXPECT_TRUE(s->CheckIdentity("cluster-7", 3).ok());
+    EXPECT_EQ(s->CheckIdentity("cluster-7", 4).code(), absl::StatusCode::kFailedPrecondition);
+    ASSERT_TRUE(s->Save({MakeEntry(4, 2, "v4")}, std::nullopt).ok());
+  }
+  auto s = OpenOrDie(d.path());
+  EXPECT_TRUE(s->open_notes().empty());
+  EXPECT_EQ(s->LastIndex(), 4u);
+  auto es = s->Entries(1, 5, 1 << 20);
+  ASSERT_TRUE(es.ok());
+  ASSERT_EQ(es->size(), 4u);
+  EXPECT_EQ((*es)[0].data(), "v1");
+  EXPECT_EQ((*es)[3].data(), "v4");
 }
 
 TEST(LogStore, SaveTruncatesConflictingSuffixOnDisk) {
@@ -410,6 +516,13 @@ TEST_P(LogStoreMatchesMemoryStorage, RandomWorkload) {
   raft::MemoryStorage mem;
   std::mt19937_64 rng(42 + GetParam());
   uint64_t term = 1, commit = 0;
+  // What a reopen must find: the hard state as of its last term or vote
+  // change (a commit index alone is not written).
+  raft::HardState durable_hs;
+  auto save_hard_state = [&](const raft::HardState& hs) {
+    if (hs.term() != durable_hs.term() || hs.vote() != durable_hs.vote()) durable_hs = hs;
+    mem.SetHardState(hs);
+  };
   auto check = [&](int step) {
     SCOPED_TRACE(::testing::Message() << "step " << step);
     ASSERT_EQ(store->FirstIndex(), mem.FirstIndex());
@@ -456,7 +569,7 @@ TEST_P(LogStoreMatchesMemoryStorage, RandomWorkload) {
       auto hs = MakeHardState(term, 1, commit);
       ASSERT_TRUE(store->Save(es, hs).ok()) << store->Save(es, hs);
       ASSERT_TRUE(mem.Append(es).ok());
-      mem.SetHardState(hs);
+      save_hard_state(hs);
     } else if (op < 85) {
       if (commit >= mem.FirstIndex()) {
         const uint64_t to = mem.FirstIndex() + rng() % (commit - mem.FirstIndex() + 1);
@@ -472,12 +585,12 @@ TEST_P(LogStoreMatchesMemoryStorage, RandomWorkload) {
       mem.ApplySnapshot(meta);
       commit = meta.index();
       ASSERT_TRUE(store->Save({}, MakeHardState(term, 0, commit)).ok());
-      mem.SetHardState(MakeHardState(term, 0, commit));
+      save_hard_state(MakeHardState(term, 0, commit));
     } else {
       store.reset();
       store = OpenOrDie(d.path(), o);
       ASSERT_NE(store, nullptr);
-      ASSERT_EQ(store->hard_state().SerializeAsString(), mem.hard_state().SerializeAsString());
+      ASSERT_EQ(store->hard_state().SerializeAsString(), durable_hs.SerializeAsString());
     }
     check(step);
     if (::testing::Test::HasFatalFailure()) return;
