@@ -372,7 +372,9 @@ absl::StatusOr<std::vector<TornTailRepair>> RepairTornLogTail(const std::string&
   namespace fs = std::filesystem;
   std::vector<TornTailRepair> repairs;
   std::error_code ec;
-  if (!fs::exists(dir, ec)) return repairs;
+  // Only a LevelDB database's logs: never touch files of a directory that
+  // is not one (OpenDb refuses it with its own message).
+  if (!fs::exists(fs::path(dir) / "CURRENT", ec)) return repairs;
   std::vector<std::string> logs;
   for (const auto& f : fs::directory_iterator(dir, ec)) {
     if (f.path().extension() == ".log" && f.is_regular_file(ec)) logs.push_back(f.path().string());
