@@ -265,9 +265,9 @@ uint32_t MaskedRecordCrc(const unsigned char* type_and_payload, size_t n) {
   return ((c >> 15) | (c << 17)) + 0xa282ead8u;
 }
 
-// Where a torn write would have to start and end in `data`; see
-// RepairTornLogTail(). nullopt when the log needs no cut or is damaged in
-// some other way.
+// The size to cut `log` (a whole write-ahead log file) back to when it ends
+// in a torn write, see RepairTornLogTail(); nullopt when it needs no cut or
+// is damaged in some other way.
 std::optional<uint64_t> TornTailCut(const std::string& log) {
   const auto* data = reinterpret_cast<const unsigned char*>(log.data());
   const size_t n = log.size();
@@ -329,28 +329,6 @@ std::optional<uint64_t> TornTailCut(const std::string& log) {
   }
 }
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("open ", path, ": ", std::strerror(errno)));
-  }
-  std::string out;
-  char buf[1 << 16];
-  while (true) {
-    const ssize_t r = ::read(fd, buf, sizeof(buf));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      const int err = errno;
-      ::close(fd);
-      return absl::UnavailableError(absl::StrCat("read ", path, ": ", std::strerror(err)));
-    }
-    if (r == 0) break;
-    out.append(buf, static_cast<size_t>(r));
-  }
-  ::close(fd);
-  return out;
-}
-
 absl::Status TruncateDurably(const std::string& path, uint64_t size) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -369,26 +347,26 @@ absl::Status TruncateDurably(const std::string& path, uint64_t size) {
 }  // namespace
 
 absl::StatusOr<std::vector<TornTailRepair>> RepairTornLogTail(const std::string& dir) {
-  namespace fs = std::filesystem;
+  leveldb::Env* env = leveldb::Env::Default();
   std::vector<TornTailRepair> repairs;
-  std::error_code ec;
   // Only a LevelDB database's logs: never touch files of a directory that
   // is not one (OpenDb refuses it with its own message).
-  if (!fs::exists(fs::path(dir) / "CURRENT", ec)) return repairs;
-  std::vector<std::string> logs;
-  for (const auto& f : fs::directory_iterator(dir, ec)) {
-    if (f.path().extension() == ".log" && f.is_regular_file(ec)) logs.push_back(f.path().string());
+  if (!env->FileExists(dir + "/CURRENT")) return repairs;
+  std::vector<std::string> children;
+  if (leveldb::Status s = env->GetChildren(dir, &children); !s.ok()) {
+    return absl::UnavailableError(s.ToString());
   }
-  if (ec) {
-    return absl::UnavailableError(absl::StrCat("list directory ", dir, ": ", ec.message()));
-  }
-  for (const std::string& path : logs) {
-    absl::StatusOr<std::string> log = ReadWholeFile(path);
-    if (!log.ok()) return log.status();
-    std::optional<uint64_t> cut = TornTailCut(*log);
+  for (const std::string& name : children) {
+    if (!name.ends_with(".log")) continue;
+    const std::string path = dir + "/" + name;
+    std::string log;
+    if (leveldb::Status s = leveldb::ReadFileToString(env, path, &log); !s.ok()) {
+      return absl::UnavailableError(s.ToString());
+    }
+    std::optional<uint64_t> cut = TornTailCut(log);
     if (!cut.has_value()) continue;
     if (absl::Status s = TruncateDurably(path, *cut); !s.ok()) return s;
-    repairs.push_back({path, *cut, log->size()});
+    repairs.push_back({path, *cut, log.size()});
   }
   return repairs;
 }

@@ -47,6 +47,11 @@ bool IsEntryKey(const leveldb::Slice& k) {
   return k.size() == kEntryKeySize && k[0] == kEntryPrefix;
 }
 
+absl::Status NotALogStoreFormat(const std::string& dir, const std::string& format) {
+  return absl::FailedPreconditionError(absl::StrCat(dir, " holds a database of format '", format,
+                                                    "', not a raftkv log store ('", kFormat, "')"));
+}
+
 // Identity value: node id as 8 big-endian bytes, then the cluster id.
 std::string EncodeIdentity(const std::string& cluster_id, uint64_t node_id) {
   std::string v;
@@ -119,11 +124,7 @@ absl::Status LogStore::Load() {
     return Write(&b, "initialise");
   }
   if (!s.ok()) return FromLevelDb(name, "read format tag", s);
-  if (value != kFormat) {
-    return absl::FailedPreconditionError(absl::StrCat(dir_, " holds a database of format '", value,
-                                                      "', not a raftkv log store ('", kFormat,
-                                                      "')"));
-  }
+  if (value != kFormat) return NotALogStoreFormat(dir_, value);
 
   s = db_->Get(ro, kHardStateKey, &value);
   if (s.ok()) {
@@ -188,11 +189,7 @@ absl::Status LogStore::UpgradeFromFormat1() {
   leveldb::Status s = db_->Get(ro, kFormat1Key, &value);
   if (s.IsNotFound()) return absl::OkStatus();
   if (!s.ok()) return FromLevelDb(name, "read format tag", s);
-  if (value != kFormat1) {
-    return absl::FailedPreconditionError(absl::StrCat(dir_, " holds a database of format '", value,
-                                                      "', not a raftkv log store ('", kFormat,
-                                                      "')"));
-  }
+  if (value != kFormat1) return NotALogStoreFormat(dir_, value);
   // A handful of keys, moved in one batch: a crash leaves format 1 or 2.
   leveldb::WriteBatch b;
   b.Delete(kFormat1Key);

@@ -164,7 +164,7 @@ class LogStore : public raft::LogStorage {
   const std::string dir_;
   const LogStoreOptions options_;
   std::unique_ptr<leveldb::Env> env_;  // outlives db_
-  std::vector<std::string> open_notes_;
+  std::vector<std::string> open_notes_;  // filled by Open(), before the store is shared
   std::unique_ptr<leveldb::DB> db_;
 
   mutable absl::Mutex mu_;

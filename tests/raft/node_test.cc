@@ -143,6 +143,14 @@ Message FromTwoToOne() {
   return m;
 }
 
+// An AppendEntries request from node 2, as leader of `term`, to node 1.
+Message AppendFromTwo(uint64_t term) {
+  Message m = FromTwoToOne();
+  m.mutable_append_request()->set_term(term);
+  m.mutable_append_request()->set_leader_id(2);
+  return m;
+}
+
 std::vector<std::string> NormalData(const std::vector<Entry>& entries) {
   std::vector<std::string> out;
   for (const auto& e : entries) {
@@ -401,10 +409,8 @@ TEST(Replication, RejectedCommitOnlyAppendIsAnswered) {
   MemoryStorage storage(ThreeVoters());
   auto node = NodeOne(storage);
   ASSERT_TRUE(node.ok());
-  Message m = FromTwoToOne();
+  Message m = AppendFromTwo(1);
   auto* req = m.mutable_append_request();
-  req->set_term(1);
-  req->set_leader_id(2);
   req->set_prev_log_index(5);  // beyond this node's empty log
   req->set_prev_log_term(1);
   req->set_leader_commit(5);
@@ -446,11 +452,8 @@ TEST(Ready, CommitOnlyReadyNeedsNoSync) {
   MemoryStorage storage(ThreeVoters());
   auto node = NodeOne(storage);
   ASSERT_TRUE(node.ok());
-  Message m = FromTwoToOne();
-  auto* req = m.mutable_append_request();
-  req->set_term(1);
-  req->set_leader_id(2);
-  Entry* e = req->add_entries();
+  Message m = AppendFromTwo(1);
+  Entry* e = m.mutable_append_request()->add_entries();
   e->set_term(1);
   e->set_index(1);
   ASSERT_TRUE((*node)->Step(m).ok());
@@ -460,8 +463,7 @@ TEST(Ready, CommitOnlyReadyNeedsNoSync) {
   storage.SetHardState(*rd.hard_state);
   (*node)->Advance();
 
-  Message hb = FromTwoToOne();
-  hb.mutable_append_request()->set_term(1);
+  Message hb = AppendFromTwo(1);
   hb.mutable_append_request()->set_heartbeat(true);
   hb.mutable_append_request()->set_leader_commit(1);
   ASSERT_TRUE((*node)->Step(hb).ok());
