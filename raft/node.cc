@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <deque>
+#include <set>
+#include <utility>
+#include <vector>
 #include <variant>
 
 #include "absl/strings/str_cat.h"
@@ -329,7 +332,7 @@ class NodeImpl final : public Node {
       if (leader->read_round_pending) {
         leader->read_round_pending = false;
         ++read_round_;
-        BroadcastHeartbeat(*leader);
+        SendReadRound(*leader);
         AdvanceReads(*leader);
       }
     }
@@ -911,17 +914,47 @@ class NodeImpl final : public Node {
   // never runs past what the follower is known to hold.
   void BroadcastHeartbeat(LeaderRole& leader) {
     const uint64_t round = leader.reads.empty() ? 0 : read_round_;
-    for (auto& [id, pr] : leader.progress) {
-      Message m = Envelope(id);
-      auto* req = m.mutable_append_request();
-      req->set_term(term_);
-      req->set_leader_id(config_.id);
-      req->set_heartbeat(true);
-      req->set_leader_commit(std::min(log_.committed(), pr.match()));
-      pr.SentCommit(req->leader_commit());
-      req->set_read_round(round);
-      msgs_send_now_.push_back(std::move(m));
+    for (auto& [id, pr] : leader.progress) SendHeartbeat(id, pr, round);
+  }
+
+  // A ReadIndex round needs a quorum's acknowledgement, not every voter's, and
+  // each voter asked costs a message and an answer on both ends: the round
+  // goes to the fewest voters that make a quorum with this node, those that
+  // acknowledged the latest round first (they answer; lowest id among
+  // equals). Periodic heartbeats carry the round to everyone
+  // (BroadcastHeartbeat), so a chosen voter that does not answer delays the
+  // round by one heartbeat interval at most, and the voters that did answer
+  // are chosen from then on.
+  void SendReadRound(LeaderRole& leader) {
+    std::vector<std::pair<uint64_t, uint64_t>> candidates;  // (round acked, id)
+    for (const auto& [id, pr] : leader.progress) {
+      if (voters_.Contains(id)) candidates.emplace_back(pr.read_round_acked(), id);
     }
+    std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    std::set<uint64_t> asked;
+    const auto quorum_asked = [&] {
+      return voters_.QuorumActive(
+          [&](uint64_t id) { return id == config_.id || asked.count(id) > 0; });
+    };
+    for (const auto& [round_acked, id] : candidates) {
+      if (quorum_asked()) break;
+      asked.insert(id);
+    }
+    for (uint64_t id : asked) SendHeartbeat(id, leader.progress.at(id), read_round_);
+  }
+
+  void SendHeartbeat(uint64_t to, Progress& pr, uint64_t read_round) {
+    Message m = Envelope(to);
+    auto* req = m.mutable_append_request();
+    req->set_term(term_);
+    req->set_leader_id(config_.id);
+    req->set_heartbeat(true);
+    req->set_leader_commit(std::min(log_.committed(), pr.match()));
+    pr.SentCommit(req->leader_commit());
+    req->set_read_round(read_round);
+    msgs_send_now_.push_back(std::move(m));
   }
 
   // Announces the latest stored snapshot; the transport streams its data

@@ -252,6 +252,81 @@ TEST(ReadIndex, LeaderAnswersAfterQuorumHeartbeat) {
   EXPECT_EQ(c.reads(leader)[0].index, c.node(leader).Status().commit);
 }
 
+// The voters a leader's read round went to (heartbeats with that round).
+std::set<uint64_t> AskedForRound(const std::vector<Message>& sent, uint64_t leader, uint64_t round) {
+  std::set<uint64_t> asked;
+  for (const auto& m : sent) {
+    if (m.from() == leader && m.has_append_request() && m.append_request().read_round() == round) {
+      asked.insert(m.to());
+    }
+  }
+  return asked;
+}
+
+// A round needs a quorum's acknowledgement, so it asks only as many voters
+// as make one with the leader: one of two followers, two of four.
+TEST(ReadIndex, RoundAsksOnlyAQuorum) {
+  for (int n : {3, 5}) {
+    Cluster c(n);
+    const uint64_t leader = c.ElectLeader();
+    c.Stabilize();
+    for (int r = 0; r < 3; ++r) {
+      c.sent_.clear();
+      const std::string ctx = "r" + std::to_string(r);
+      ASSERT_EQ(c.node(leader).ReadIndex(ctx), ProposeOutcome::kAccepted);
+      c.Stabilize();
+      ASSERT_EQ(c.reads(leader).size(), static_cast<size_t>(r + 1)) << n;
+      EXPECT_EQ(c.reads(leader).back().context, ctx);
+      std::set<uint64_t> rounds;
+      for (const auto& m : c.sent_) {
+        if (m.from() == leader && m.has_append_request() && m.append_request().read_round() > 0) {
+          rounds.insert(m.append_request().read_round());
+        }
+      }
+      ASSERT_EQ(rounds.size(), 1u);
+      EXPECT_EQ(AskedForRound(c.sent_, leader, *rounds.begin()).size(),
+                static_cast<size_t>(n / 2)) << n;
+    }
+  }
+}
+
+// A chosen voter that does not answer holds the round up until the next
+// heartbeat, which carries it to every follower; the next round goes to one
+// that answered.
+TEST(ReadIndex, SilentVoterDelaysTheRoundByOneHeartbeat) {
+  Cluster c(3);
+  const uint64_t leader = c.ElectLeader();
+  c.Stabilize();
+  c.sent_.clear();
+  ASSERT_EQ(c.node(leader).ReadIndex("first"), ProposeOutcome::kAccepted);
+  c.Stabilize();
+  ASSERT_EQ(c.reads(leader).size(), 1u);
+  uint64_t round = 0;
+  for (const auto& m : c.sent_) {
+    if (m.has_append_request() && m.append_request().read_round() > 0) {
+      round = m.append_request().read_round();
+    }
+  }
+  const std::set<uint64_t> asked = AskedForRound(c.sent_, leader, round);
+  ASSERT_EQ(asked.size(), 1u);
+  const uint64_t silent = *asked.begin();
+  c.Isolate(silent);
+  c.sent_.clear();
+  ASSERT_EQ(c.node(leader).ReadIndex("second"), ProposeOutcome::kAccepted);
+  c.Stabilize();
+  EXPECT_EQ(c.reads(leader).size(), 1u) << "served without a quorum's answer";
+  c.TickAll(1);  // one heartbeat interval
+  ASSERT_EQ(c.reads(leader).size(), 2u);
+  EXPECT_EQ(c.reads(leader).back().context, "second");
+  c.sent_.clear();
+  ASSERT_EQ(c.node(leader).ReadIndex("third"), ProposeOutcome::kAccepted);
+  c.Stabilize();
+  ASSERT_EQ(c.reads(leader).size(), 3u);
+  const std::set<uint64_t> third = AskedForRound(c.sent_, leader, round + 2);
+  ASSERT_EQ(third.size(), 1u);
+  EXPECT_NE(*third.begin(), silent);
+}
+
 TEST(ReadIndex, FollowerRefuses) {
   Cluster c(3);
   const uint64_t leader = c.ElectLeader();
