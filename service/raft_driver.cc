@@ -207,12 +207,24 @@ void RaftDriver::Run() {
   // enough to batch a burst, few enough to keep latency bounded.
   constexpr int kMaxCompletionsPerWake = 256;
   const gpr_timespec no_wait = gpr_inf_past(GPR_CLOCK_MONOTONIC);
+  bool reads_resumed = false;
   while (true) {
     void* tag;
     bool ok;
+    // A leader holds the next read of each peer stream it read in this turn
+    // until the turn's answers (to clients, and appends) are out, since
+    // posting a read sends a window update first (transport.h). A turn after
+    // reads were re-posted drains what was already buffered on those streams
+    // into one Ready, re-posting at once, so a backlog still batches. A
+    // follower re-posts at once: its window update, sent after its answer,
+    // would reach the leader after the leader went back to sleep and wake it
+    // for nothing (measured on every node: 1 client's linearizable reads -10%
+    // and +4%, 64 clients' puts +12% and -9%; on the leader only: 1 client's
+    // puts +11% and +15%, 1,000 clients' +10%).
+    transport_->set_defer_reads(!reads_resumed && was_leader_);
     // Completions set aside during the last Ready come first; the queue is
     // then only checked, not waited on, since they may have produced work.
-    const bool had_deferred = CompleteDeferred();
+    const bool had_deferred = CompleteDeferred() || reads_resumed;
     grpc::CompletionQueue::NextStatus next =
         had_deferred ? cq_->AsyncNext(&tag, &ok, no_wait)
                      : cq_->AsyncNext(&tag, &ok, absl::ToChronoTime(next_tick));
@@ -240,6 +252,7 @@ void RaftDriver::Run() {
     HandleEvents(events);
     events.clear();
     HandleReadies();
+    reads_resumed = transport_->ResumeReads();
     Publish();
   }
   ShutdownQueue();

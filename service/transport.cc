@@ -233,13 +233,23 @@ class Transport::InboundStream final : public CqTag {
           return;
         }
         Deliver();
-        reader_.Read(&batch_, this);
+        if (transport_->defer_reads_) {
+          transport_->paused_.push_back(this);
+        } else {
+          reader_.Read(&batch_, this);
+        }
         return;
       case State::kFinishing:
         delete this;
         return;
     }
   }
+
+  // Posts the next read of a stream paused by defer_reads_.
+  void Resume() { reader_.Read(&batch_, this); }
+
+  // Ends a stream paused by defer_reads_ (no operation in flight) at shutdown.
+  void Abandon() { Finish(grpc::Status::OK); }
 
  private:
   enum class State { kAccepting, kReading, kFinishing };
@@ -354,6 +364,14 @@ void Transport::Send(std::vector<raft::Message> messages) {
   }
 }
 
+bool Transport::ResumeReads() {
+  if (paused_.empty()) return false;
+  std::vector<InboundStream*> paused;
+  paused.swap(paused_);
+  for (InboundStream* stream : paused) stream->Resume();
+  return true;
+}
+
 bool Transport::WaitingOnWrite(bool queued) const {
   for (const auto& [id, p] : peers_) {
     if (p->Writing() && (!queued || p->Queued())) return true;
@@ -364,6 +382,9 @@ bool Transport::WaitingOnWrite(bool queued) const {
 void Transport::Shutdown() {
   shutting_down_ = true;
   for (auto& [id, p] : peers_) p->Shutdown();
+  std::vector<InboundStream*> paused;
+  paused.swap(paused_);
+  for (InboundStream* stream : paused) stream->Abandon();
 }
 
 }  // namespace raftkv::service

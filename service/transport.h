@@ -19,7 +19,8 @@
 //
 // Inbound: every accepted Raft.Stream is checked (cluster id, sender id in its
 // metadata) and each message read from it that is addressed from that sender
-// to this node goes to the sink, on the Raft thread.
+// to this node goes to the sink, on the Raft thread; the stream's next read
+// is posted at once, or at ResumeReads() while reads are deferred.
 //
 // Thread safety: none. Construct and register service() before the peer
 // server is built; everything else on the Raft thread.
@@ -78,6 +79,14 @@ class Transport {
   // REQUIRES: the peer server has been shut down.
   void Shutdown();
 
+  // While true, an inbound stream whose read completed is not read again
+  // until ResumeReads(). gRPC 1.51 sends a WINDOW_UPDATE, in its own packet,
+  // whenever a read is posted over an empty buffer; posting the read after
+  // the turn's answers are out keeps that packet off the answers' path.
+  void set_defer_reads(bool defer) { defer_reads_ = defer; }
+  // Posts the reads deferred so far; false if there were none.
+  bool ResumeReads();
+
   // Whether some peer's messages wait behind a write whose completion has
   // not been handled yet (`queued`), or some write at all is in that state.
   bool WaitingOnWrite(bool queued) const;
@@ -101,6 +110,8 @@ class Transport {
   grpc::ServerCompletionQueue* cq_ = nullptr;
   Sink sink_;
   bool shutting_down_ = false;
+  bool defer_reads_ = false;
+  std::vector<InboundStream*> paused_;  // streams whose next read is deferred
   std::map<uint64_t, std::unique_ptr<PeerStream>> peers_;  // keys constant after construction
 };
 
