@@ -8,8 +8,8 @@
 #include <deque>
 #include <set>
 #include <utility>
-#include <vector>
 #include <variant>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "raft/node.h"
