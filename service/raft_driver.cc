@@ -218,9 +218,7 @@ void RaftDriver::Run() {
     // into one Ready, re-posting at once, so a backlog still batches. A
     // follower re-posts at once: its window update, sent after its answer,
     // would reach the leader after the leader went back to sleep and wake it
-    // for nothing (measured on every node: 1 client's linearizable reads -10%
-    // and +4%, 64 clients' puts +12% and -9%; on the leader only: 1 client's
-    // puts +11% and +15%, 1,000 clients' +10%).
+    // for nothing (README: measured on every node, no clear gain).
     transport_->set_defer_reads(!reads_resumed && was_leader_);
     // Completions set aside during the last Ready come first; the queue is
     // then only checked, not waited on, since they may have produced work.

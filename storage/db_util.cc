@@ -346,8 +346,8 @@ absl::Status TruncateDurably(const std::string& path, uint64_t size) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<TornTailRepair>> RepairTornLogTail(const std::string& dir) {
-  leveldb::Env* env = leveldb::Env::Default();
+absl::StatusOr<std::vector<TornTailRepair>> RepairTornLogTail(leveldb::Env* env,
+                                                              const std::string& dir) {
   std::vector<TornTailRepair> repairs;
   // Only a LevelDB database's logs: never touch files of a directory that
   // is not one (OpenDb refuses it with its own message).
