@@ -18,7 +18,11 @@ cannot start a cluster, or a bench run that fails or gets errors, does.
 
 Usage:
   compare_etcd.py --build-dir BUILD [--smoke] [--json OUT] [--systems etcd,raftkv]
-                  [--duration S] [--warmup S] [--data-root DIR] [--keep-data]
+                  [--duration S] [--warmup S] [--rounds N] [--data-root DIR] [--keep-data]
+
+--rounds N runs each workload N times per system, alternating which goes first,
+and reports each system's run of median throughput: on a virtual machine whose
+disk and CPU drift, one run of a workload can be 30% off the next.
 """
 
 import argparse
@@ -336,6 +340,38 @@ def fdatasync_us(directory, n=200):
         os.unlink(path)
 
 
+def run_one(cluster, bench, system, targets, name, flags, duration, warmup, failures):
+    """One bench run of one workload on one system; None (and a failure noted) if it failed."""
+    cluster.check_alive()
+    target = "all" if "--target=all" in flags else "leader"
+    try:
+        res = run_bench(bench, system, targets[system][target], flags, duration, warmup)
+    except (Failure, subprocess.TimeoutExpired) as e:
+        failures.append(f"{name} on {system}: {e}")
+        log(f"FAILED {name} on {system}: {e}")
+        return None
+    if res["failed"] or res["exit_code"] != 0 or res["ok"] == 0:
+        failures.append(f"{name} on {system}: {res['ok']} ok, {res['failed']} failed,"
+                        f" exit {res['exit_code']}, errors {res['errors']}")
+    log(f"{name:36s} {system:6s} {res['throughput']:10.0f} ops/s  "
+        f"p99 {res['latency_ms']['p99']:8.2f} ms  failed {res['failed']}  "
+        f"bench cpu {res['bench_cpu_s']:.1f} s")
+    return {"throughput": res["throughput"], "p99_ms": res["latency_ms"]["p99"], "ok": res["ok"],
+            "failed": res["failed"], "latency_ms": res["latency_ms"], "errors": res["errors"],
+            "bench_cpu_s": res["bench_cpu_s"]}
+
+
+def summarize(runs):
+    """A system's result for one workload: with several rounds, the run of median
+    throughput (its latencies and counts), plus every round's throughput and p99,
+    so that one lucky or unlucky run does not decide the table."""
+    ranked = sorted(runs, key=lambda r: r["throughput"])
+    out = dict(ranked[(len(ranked) - 1) // 2])
+    if len(runs) > 1:
+        out["rounds"] = [{"throughput": r["throughput"], "p99_ms": r["p99_ms"]} for r in runs]
+    return out
+
+
 def ratio(a, b):
     return round(a / b, 2) if a and b else None
 
@@ -344,7 +380,7 @@ def fmt(v, digits=1):
     return "-" if v is None else f"{v:,.{digits}f}"
 
 
-def print_table(rows, systems):
+def print_table(rows, systems, rounds=1):
     header = ["workload", "etcd ops/s", "raftkv ops/s", "ratio", "etcd p99 ms", "raftkv p99 ms",
               "ratio"]
     lines = []
@@ -363,6 +399,9 @@ def print_table(rows, systems):
             out.append("  ".join("-" * w for w in widths))
     print("\n".join(out))
     print("(ratio: raftkv / etcd; throughput higher is better, p99 lower is better)")
+    if rounds > 1:
+        print(f"(each system's run of median throughput out of {rounds}; the lower middle one"
+              " when even; every round is in the JSON)")
 
 
 def main():
@@ -377,11 +416,16 @@ def main():
     ap.add_argument("--systems", default="etcd,raftkv", help="comma-separated: etcd, raftkv")
     ap.add_argument("--duration", type=float, help="measured seconds per run")
     ap.add_argument("--warmup", type=float, help="warm-up seconds before each run")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of each workload per system, alternating; the table shows the"
+                         " run of median throughput (default 1)")
     ap.add_argument("--workloads", help="comma-separated workload names to run (default all)")
     ap.add_argument("--data-root", help="parent of the temporary data directory")
     ap.add_argument("--keep-data", action="store_true", help="keep data and logs (debugging)")
     args = ap.parse_args()
 
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     systems = [s for s in args.systems.split(",") if s]
     for s in systems:
         if s not in ("etcd", "raftkv"):
@@ -454,32 +498,23 @@ def main():
 
         for i, (name, flags) in enumerate(workloads):
             # A bench run takes at most warm-up + duration + the call timeout.
-            worst = len(systems) * (warmup + duration + 10 + 5)
+            worst = args.rounds * len(systems) * (warmup + duration + 10 + 5)
             if time.monotonic() - started + worst > TIME_BUDGET_S:
                 failures.append(f"{name}: skipped, the run would exceed {TIME_BUDGET_S} s")
                 continue
             row = {"workload": name, "flags": flags}
-            order = systems if i % 2 == 0 else list(reversed(systems))
-            for system in order:
-                clusters[system].check_alive()
-                target = "all" if "--target=all" in flags else "leader"
-                try:
-                    res = run_bench(bench, system, targets[system][target], flags, duration,
-                                    warmup)
-                except (Failure, subprocess.TimeoutExpired) as e:
-                    failures.append(f"{name} on {system}: {e}")
-                    log(f"FAILED {name} on {system}: {e}")
-                    continue
-                row[system] = {"throughput": res["throughput"],
-                               "p99_ms": res["latency_ms"]["p99"], "ok": res["ok"],
-                               "failed": res["failed"], "latency_ms": res["latency_ms"],
-                               "errors": res["errors"], "bench_cpu_s": res["bench_cpu_s"]}
-                if res["failed"] or res["exit_code"] != 0 or res["ok"] == 0:
-                    failures.append(f"{name} on {system}: {res['ok']} ok, {res['failed']} failed,"
-                                    f" exit {res['exit_code']}, errors {res['errors']}")
-                log(f"{name:36s} {system:6s} {res['throughput']:10.0f} ops/s  "
-                    f"p99 {res['latency_ms']['p99']:8.2f} ms  failed {res['failed']}  "
-                    f"bench cpu {res['bench_cpu_s']:.1f} s")
+            runs = {system: [] for system in systems}
+            for round_ in range(args.rounds):
+                # Alternate which system goes first, across workloads and rounds.
+                order = systems if (i + round_) % 2 == 0 else list(reversed(systems))
+                for system in order:
+                    res = run_one(clusters[system], bench, system, targets, name, flags,
+                                  duration, warmup, failures)
+                    if res is not None:
+                        runs[system].append(res)
+            for system in systems:
+                if runs[system]:
+                    row[system] = summarize(runs[system])
             e, k = row.get("etcd"), row.get("raftkv")
             if e and k:
                 row["throughput_ratio"] = ratio(k["throughput"], e["throughput"])
@@ -496,7 +531,7 @@ def main():
         cleanup()
 
     usage = {name: c.usage() for name, c in clusters.items()}
-    print_table(rows, systems)
+    print_table(rows, systems, args.rounds)
     for name, nodes in usage.items():
         if nodes:
             rss = sum(n["peak_rss_mb"] for n in nodes.values())
@@ -506,6 +541,7 @@ def main():
     elapsed = time.monotonic() - started
     print(f"fdatasync (4 KiB) {fmt(sync_us, 0)} us on average; the run took {elapsed:.0f} s")
     report = {"mode": "smoke" if args.smoke else "full", "duration_s": duration,
+              "rounds": args.rounds,
               "warmup_s": warmup, "elapsed_s": round(elapsed, 1), "workloads": rows,
               "resources": usage, "failures": failures,
               "fdatasync_us": None if sync_us is None else round(sync_us, 1)}

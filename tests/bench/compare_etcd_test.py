@@ -1,0 +1,52 @@
+#!/usr/bin/python3
+"""Unit tests of compare_etcd.py's bookkeeping (no cluster is started)."""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare_etcd  # noqa: E402
+
+
+def run(throughput, p99_ms):
+    return {"throughput": throughput, "p99_ms": p99_ms, "ok": int(throughput), "failed": 0,
+            "latency_ms": {"p99": p99_ms}, "errors": {}, "bench_cpu_s": 1.0}
+
+
+class SummarizeTest(unittest.TestCase):
+    def test_one_run_is_reported_as_it_is(self):
+        out = compare_etcd.summarize([run(100.0, 2.0)])
+        self.assertEqual(out["throughput"], 100.0)
+        self.assertEqual(out["p99_ms"], 2.0)
+        self.assertNotIn("rounds", out)
+
+    def test_odd_rounds_report_the_median_run_whole(self):
+        runs = [run(300.0, 1.0), run(100.0, 9.0), run(200.0, 5.0)]
+        out = compare_etcd.summarize(runs)
+        # The median-throughput run's own p99, not the median of the p99s
+        # of other runs.
+        self.assertEqual((out["throughput"], out["p99_ms"]), (200.0, 5.0))
+        self.assertEqual([r["throughput"] for r in out["rounds"]], [300.0, 100.0, 200.0])
+
+    def test_even_rounds_report_the_lower_middle_run(self):
+        out = compare_etcd.summarize([run(400.0, 1.0), run(100.0, 3.0)])
+        self.assertEqual((out["throughput"], out["p99_ms"]), (100.0, 3.0))
+        self.assertEqual(len(out["rounds"]), 2)
+
+    def test_inputs_are_not_modified(self):
+        runs = [run(300.0, 1.0), run(100.0, 9.0), run(200.0, 5.0)]
+        compare_etcd.summarize(runs)
+        self.assertEqual([r["throughput"] for r in runs], [300.0, 100.0, 200.0])
+        self.assertTrue(all("rounds" not in r for r in runs))
+
+
+class RatioTest(unittest.TestCase):
+    def test_ratio_of_missing_or_zero_is_none(self):
+        self.assertIsNone(compare_etcd.ratio(None, 1.0))
+        self.assertIsNone(compare_etcd.ratio(1.0, 0))
+        self.assertEqual(compare_etcd.ratio(3.0, 2.0), 1.5)
+
+
+if __name__ == "__main__":
+    unittest.main()
