@@ -66,13 +66,14 @@ std::unique_ptr<leveldb::Env> NewCachingReadEnv(leveldb::Env* base);
 // An Env whose new LevelDB write-ahead logs (*.log) get `bytes` allocated up
 // front (posix_fallocate: the file size becomes `bytes`, the tail reads as
 // zeros). A synced append into allocated space leaves the file size alone, so
-// fdatasync has no size change to commit: on the VM it was measured on, 50-58 us
-// instead of 82-85 us for a 300-byte append. LevelDB's log reader skips the zero tail
-// (zero-type records are how its own preallocating writer left files), and
-// the log is written from offset 0 as before. Best effort: where the file
-// system cannot allocate, logs grow as they would without this Env. Files
-// are created and written by `base` (which must outlive the returned Env),
-// so wrappers that count syncs or drop unsynced data keep working.
+// fdatasync has no size change to commit: on the VM it was measured on,
+// 50-58 us instead of 82-85 us for a 300-byte append. LevelDB's log reader
+// skips the zero tail (zero-type records are how its own preallocating
+// writer left files), and the log is written from offset 0 as before. Best
+// effort: where the file system cannot allocate, logs grow as they would
+// without this Env. Files are created and written by `base` (which must
+// outlive the returned Env), so wrappers that count syncs or drop unsynced
+// data keep working.
 std::unique_ptr<leveldb::Env> NewPreallocatingLogEnv(leveldb::Env* base, uint64_t bytes);
 
 // What RepairTornLogTail() did to one write-ahead log.

@@ -85,7 +85,8 @@ absl::StatusOr<std::unique_ptr<LogStore>> LogStore::Open(const std::string& dir,
       options.env != nullptr ? options.env : leveldb::Env::Default(),
       options.write_buffer_size + (4 << 20));
   lo.env = store->env_.get();
-  absl::StatusOr<std::vector<internal::TornTailRepair>> repairs = internal::RepairTornLogTail(lo.env, dir);
+  absl::StatusOr<std::vector<internal::TornTailRepair>> repairs =
+      internal::RepairTornLogTail(lo.env, dir);
   if (!repairs.ok()) {
     return absl::Status(repairs.status().code(),
                         absl::StrCat("raft log store ", dir, ": checking the write-ahead log for a "

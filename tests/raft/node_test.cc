@@ -252,8 +252,20 @@ TEST(ReadIndex, LeaderAnswersAfterQuorumHeartbeat) {
   EXPECT_EQ(c.reads(leader)[0].index, c.node(leader).Status().commit);
 }
 
+// The read rounds a leader's heartbeats carried (0 = none).
+std::set<uint64_t> ReadRoundsSent(const std::vector<Message>& sent, uint64_t leader) {
+  std::set<uint64_t> rounds;
+  for (const auto& m : sent) {
+    if (m.from() == leader && m.has_append_request() && m.append_request().read_round() > 0) {
+      rounds.insert(m.append_request().read_round());
+    }
+  }
+  return rounds;
+}
+
 // The voters a leader's read round went to (heartbeats with that round).
-std::set<uint64_t> AskedForRound(const std::vector<Message>& sent, uint64_t leader, uint64_t round) {
+std::set<uint64_t> AskedForRound(const std::vector<Message>& sent, uint64_t leader,
+                                 uint64_t round) {
   std::set<uint64_t> asked;
   for (const auto& m : sent) {
     if (m.from() == leader && m.has_append_request() && m.append_request().read_round() == round) {
@@ -277,12 +289,7 @@ TEST(ReadIndex, RoundAsksOnlyAQuorum) {
       c.Stabilize();
       ASSERT_EQ(c.reads(leader).size(), static_cast<size_t>(r + 1)) << n;
       EXPECT_EQ(c.reads(leader).back().context, ctx);
-      std::set<uint64_t> rounds;
-      for (const auto& m : c.sent_) {
-        if (m.from() == leader && m.has_append_request() && m.append_request().read_round() > 0) {
-          rounds.insert(m.append_request().read_round());
-        }
-      }
+      const std::set<uint64_t> rounds = ReadRoundsSent(c.sent_, leader);
       ASSERT_EQ(rounds.size(), 1u);
       EXPECT_EQ(AskedForRound(c.sent_, leader, *rounds.begin()).size(),
                 static_cast<size_t>(n / 2)) << n;
@@ -301,12 +308,9 @@ TEST(ReadIndex, SilentVoterDelaysTheRoundByOneHeartbeat) {
   ASSERT_EQ(c.node(leader).ReadIndex("first"), ProposeOutcome::kAccepted);
   c.Stabilize();
   ASSERT_EQ(c.reads(leader).size(), 1u);
-  uint64_t round = 0;
-  for (const auto& m : c.sent_) {
-    if (m.has_append_request() && m.append_request().read_round() > 0) {
-      round = m.append_request().read_round();
-    }
-  }
+  const std::set<uint64_t> rounds = ReadRoundsSent(c.sent_, leader);
+  ASSERT_EQ(rounds.size(), 1u);
+  const uint64_t round = *rounds.begin();
   const std::set<uint64_t> asked = AskedForRound(c.sent_, leader, round);
   ASSERT_EQ(asked.size(), 1u);
   const uint64_t silent = *asked.begin();
