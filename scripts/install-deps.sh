@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev openssl
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libleveldb-dev libsnappy-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libjemalloc-dev libboost-dev
+  libjemalloc-dev libboost-dev libbloom-dev
   libspdlog-dev libcpp-httplib-dev libcli11-dev
   python3-grpcio python3-protobuf procps iproute2
   etcd-server etcd-client

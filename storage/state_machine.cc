@@ -181,7 +181,8 @@ StateMachine::StateMachine(std::string dir, const StateMachineOptions& options)
                                                  : nullptr),
       env_(internal::NewCachingReadEnv(options.env != nullptr ? options.env
                                                               : leveldb::Env::Default())),
-      rows_(NewRowCache(options.row_cache_bytes)) {}
+      rows_(NewRowCache(options.row_cache_bytes)),
+      keys_(options.key_filter_bytes) {}
 
 StateMachine::~StateMachine() = default;
 
@@ -284,12 +285,37 @@ absl::Status StateMachine::OpenActive() {
   s = LoadState();
   if (!s.ok()) return s;
   if (options_.verify_on_open) {
+    // One pass reads every record (checksummed) and fills the key filter.
+    keys_.Clear();
     leveldb::ReadOptions scan = ro;
     scan.fill_cache = false;
     std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(scan));
     for (it->SeekToFirst(); it->Valid() && it->status().ok(); it->Next()) {
+      const leveldb::Slice k = it->key();
+      if (!k.empty() && k[0] == internal::kDataPrefix) keys_.Add({k.data() + 1, k.size() - 1});
     }
     if (!it->status().ok()) return FromLevelDb(name, "verify every record", it->status());
+    return absl::OkStatus();
+  }
+  return BuildKeyFilter();
+}
+
+absl::Status StateMachine::BuildKeyFilter() {
+  keys_.Clear();
+  if (!keys_.enabled()) return absl::OkStatus();
+  leveldb::ReadOptions scan = internal::VerifiedRead();
+  scan.fill_cache = false;
+  std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(scan));
+  const char prefix[1] = {internal::kDataPrefix};
+  for (it->Seek(leveldb::Slice(prefix, 1)); it->Valid() && keys_.enabled(); it->Next()) {
+    const leveldb::Slice k = it->key();
+    if (k.empty() || k[0] != internal::kDataPrefix) break;
+    keys_.Add({k.data() + 1, k.size() - 1});
+  }
+  if (!it->status().ok()) {
+    // Half-built, it could deny a stored key: lookups go to LevelDB instead.
+    keys_.Disable();
+    return FromLevelDb({kKind, DbDir()}, "read every key", it->status());
   }
   return absl::OkStatus();
 }
@@ -423,6 +449,10 @@ absl::Status StateMachine::LoadPrev(std::string_view key, Pending& p, KeyValue* 
       *exists = true;
       return absl::OkStatus();
     }
+  }
+  if (!keys_.MayContain(key)) {
+    *exists = false;
+    return absl::OkStatus();
   }
   p.db_key.assign(1, internal::kDataPrefix);
   p.db_key.append(key);
@@ -696,6 +726,9 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
     if (!s.ok()) return s;
     revision = p.revision;
     expiry_scan_from_ = expiry_resume;
+    for (const auto& [k, pending] : p.kvs) {
+      if (pending.value != nullptr) keys_.Add(k);
+    }
     if (rows_ != nullptr) {
       // The commands are done with: their values move into the cache.
       for (auto& [k, pending] : p.kvs) {
@@ -895,6 +928,12 @@ absl::Status StateMachine::FinishImport(std::unique_ptr<SnapshotImport> import) 
     import->committed_ = true;
     absl::Status load = LoadState();
     if (s.ok()) s = load;
+  }
+  {
+    // Readers need not wait for the scan: only this thread changes db_.
+    absl::ReaderMutexLock l(&mu_);
+    absl::Status keys = BuildKeyFilter();
+    if (s.ok()) s = keys;
   }
   old_db.reset();
   std::error_code ec;

@@ -29,8 +29,11 @@
 // CPU: every write needs its key's previous value (for prev_kv, version and
 // create_revision). A row cache of recently written keys, used only by the
 // apply thread and kept equal to the database, answers most of those lookups
-// without LevelDB; a block cache of its own (blocks checksummed when read
-// from a file, never re-verified from memory) serves the rest and the readers.
+// without LevelDB; a filter of every stored key (key_filter.h) answers those
+// of keys never stored, which LevelDB finds absent only after walking both
+// memtables and probing every level; a block cache of its own (blocks
+// checksummed when read from a file, never re-verified from memory) serves
+// the rest and the readers.
 //
 // Thread safety: Get, Range, ExportSnapshot, applied_index, revision may be
 // called from any thread, concurrently with everything. Apply, Sync and
@@ -55,6 +58,7 @@
 #include "leveldb/env.h"
 #include "leveldb/write_batch.h"
 #include "raft/log_storage.h"
+#include "storage/key_filter.h"
 #include "raftkv/v1/state_machine.pb.h"
 
 namespace raftkv::storage {
@@ -86,6 +90,12 @@ struct StateMachineOptions {
   // lookup (a walk of the memtable and every level). Only the apply thread
   // uses it. 0 turns it off.
   size_t row_cache_bytes = 64 << 20;
+  // Most memory the filter of stored keys (key_filter.h) may take: about 1.2
+  // bytes per key. It lets a write to a key never stored skip the LevelDB
+  // lookup of its previous value. A key space too big for it turns the
+  // filter off (every such write looks up LevelDB, as with 0). Built from the
+  // database at Open and after a snapshot import: a scan of every key.
+  size_t key_filter_bytes = 64 << 20;
   // Snappy-compress table blocks (LevelDB stores a block raw when snappy
   // saves under 1/8 of it). On by default: with compressible values (the
   // benchmark's), compaction moves a fraction of the bytes and costs half
@@ -296,6 +306,8 @@ class StateMachine {
   absl::Status ExpireSessions(uint64_t applied, uint64_t first_new, Pending& p,
                               leveldb::WriteBatch* batch, uint64_t* resume) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Clears keys_ and adds every user key of the database to it.
+  absl::Status BuildKeyFilter() ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void ReleaseReader();
   void EndImport();
   std::string DbDir() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -331,6 +343,10 @@ class StateMachine {
   // as in the live database: updated after each Apply's write, replaced by
   // FinishImport. Null when options_.row_cache_bytes is 0.
   std::unique_ptr<leveldb::Cache> rows_;
+  // Owned by the apply thread: every user key stored in the live database
+  // was added (built by BuildKeyFilter at Open and FinishImport, and by Apply
+  // after each write), so a key it does not contain is absent.
+  KeyFilter keys_;
 };
 
 }  // namespace raftkv::storage

@@ -15,6 +15,11 @@
 //                        is the calling thread's alone. Options can be
 //                        overridden from the environment (BenchOptions()).
 //   ApplyPutSession/N    ApplyPut with a session per command (1,000 clients).
+//   ApplyPutFresh/N      ApplyPut to keys never stored (random out of 100M),
+//                        into the same filled store: the previous-value
+//                        lookup finds nothing. Run it with
+//                        RAFTKV_BENCH_SM_KEY_FILTER_MB=0 for the cost without
+//                        the key filter.
 //   Range/N              StateMachine::Range of N keys from a random start.
 //   Get                  StateMachine::Get of a random key.
 //
@@ -174,9 +179,11 @@ std::string BenchKey(uint64_t n) {
 
 // StateMachineOptions with overrides from the environment, to compare
 // settings without rebuilding: RAFTKV_BENCH_SM_COMPRESS=0|1,
-// RAFTKV_BENCH_SM_CACHE_MB, RAFTKV_BENCH_SM_WRITE_BUFFER_MB.
+// RAFTKV_BENCH_SM_CACHE_MB, RAFTKV_BENCH_SM_WRITE_BUFFER_MB,
+// RAFTKV_BENCH_SM_KEY_FILTER_MB.
 StateMachineOptions BenchOptions() {
   StateMachineOptions o;
+  if (const char* v = getenv("RAFTKV_BENCH_SM_KEY_FILTER_MB")) o.key_filter_bytes = atoll(v) << 20;
   if (const char* v = getenv("RAFTKV_BENCH_SM_COMPRESS")) o.compress = atoi(v) != 0;
   if (const char* v = getenv("RAFTKV_BENCH_SM_CACHE_MB")) o.block_cache_bytes = atoll(v) << 20;
   if (const char* v = getenv("RAFTKV_BENCH_SM_WRITE_BUFFER_MB")) {
@@ -193,7 +200,10 @@ double CpuSeconds(clockid_t clock) {
 double ThreadCpuSeconds() { return CpuSeconds(CLOCK_THREAD_CPUTIME_ID); }
 double ProcessCpuSeconds() { return CpuSeconds(CLOCK_PROCESS_CPUTIME_ID); }
 
-void ApplyPutLoad(benchmark::State& state, bool sessions) {
+// Keys of the fresh-key load: never among the filled ones, rarely repeated.
+uint64_t FreshKey(std::mt19937_64& rng) { return 100000 + rng() % 99'900'000; }
+
+void ApplyPutLoad(benchmark::State& state, bool sessions, bool fresh) {
   constexpr uint64_t kKeys = 100000;
   constexpr uint64_t kClients = 1000;
   BenchDir dir;
@@ -232,7 +242,7 @@ void ApplyPutLoad(benchmark::State& state, bool sessions) {
   std::vector<std::vector<raft::Entry>> batches(std::max<size_t>(1, 65536 / n));
   for (auto& b : batches) {
     b.resize(n);
-    for (auto& e : b) make(&e, rng() % kKeys);
+    for (auto& e : b) make(&e, fresh ? FreshKey(rng) : rng() % kKeys);
   }
   next = kKeys + 1;  // make() numbered the batches; they are renumbered when applied
   size_t round = 0;
@@ -241,6 +251,16 @@ void ApplyPutLoad(benchmark::State& state, bool sessions) {
   const double process_before = ProcessCpuSeconds();
   for (auto _ : state) {
     std::vector<raft::Entry>& b = batches[round++ % batches.size()];
+    if (fresh && round > batches.size()) {
+      // Replayed batches would find their keys stored: new keys each time.
+      state.PauseTiming();
+      const double t0 = ThreadCpuSeconds();
+      const uint64_t numbered = next;  // make() numbers entries; the loop below does
+      for (auto& e : b) make(&e, FreshKey(rng));
+      next = numbered;
+      renumber_cpu += ThreadCpuSeconds() - t0;
+      state.ResumeTiming();
+    }
     if (sessions) {
       // Re-number sequences too, or every replayed command is a retry.
       state.PauseTiming();
@@ -274,10 +294,12 @@ void ApplyPutLoad(benchmark::State& state, bool sessions) {
       (ProcessCpuSeconds() - process_before - apply_cpu - renumber_cpu) * 1e6 / items;
 }
 
-void ApplyPut(benchmark::State& state) { ApplyPutLoad(state, false); }
-void ApplyPutSession(benchmark::State& state) { ApplyPutLoad(state, true); }
+void ApplyPut(benchmark::State& state) { ApplyPutLoad(state, false, false); }
+void ApplyPutSession(benchmark::State& state) { ApplyPutLoad(state, true, false); }
+void ApplyPutFresh(benchmark::State& state) { ApplyPutLoad(state, false, true); }
 BENCHMARK(ApplyPut)->Arg(1)->Arg(64)->Arg(1024)->UseRealTime()->MeasureProcessCPUTime();
 BENCHMARK(ApplyPutSession)->Arg(64)->UseRealTime()->MeasureProcessCPUTime();
+BENCHMARK(ApplyPutFresh)->Arg(64)->Arg(1024)->UseRealTime()->MeasureProcessCPUTime();
 // Fixed work, for counting instructions under valgrind --tool=callgrind on a
 // busy machine: the difference between the two runs is 2000 x 64 entries
 // (several memtable flushes, so that compaction work is in it too).

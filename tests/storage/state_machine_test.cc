@@ -324,9 +324,11 @@ TEST(StateMachineDeterminism, ResultsDoNotDependOnBatchingOrRestarts) {
   }
 }
 
-// The row cache only saves lookups: with it off, tiny (evicting all the
-// time) or large, the same entries give the same results and data.
-TEST(StateMachineDeterminism, RowCacheDoesNotChangeResults) {
+// The row cache and the key filter only save lookups: with the cache off,
+// tiny (evicting all the time) or large, and the filter off, on, or rebuilt
+// by its own scan at each reopen (verify_on_open off), the same entries give
+// the same results and data.
+TEST(StateMachineDeterminism, RowCacheAndKeyFilterDoNotChangeResults) {
   std::mt19937_64 rng(11);
   std::vector<Entry> es = RandomWorkload(rng);
   for (uint64_t i = es.size() + 1; i <= 1200; ++i) {
@@ -335,12 +337,23 @@ TEST(StateMachineDeterminism, RowCacheDoesNotChangeResults) {
     es.push_back(Normal(i, rng() % 2 ? CasValue(key, std::to_string(i - 1 - rng() % 3), "c")
                                      : CasRevision(key, static_cast<int64_t>(rng() % 700), "r")));
   }
+  struct Setting {
+    size_t row_cache_bytes, key_filter_bytes;
+    bool verify_on_open;
+  };
+  const Setting settings[] = {{0, 0, true},         {300, 0, true},
+                              {64 << 20, 0, true},  {0, 64 << 20, true},
+                              {0, 64 << 20, false}, {64 << 20, 64 << 20, true}};
   std::vector<std::string> reference;
-  for (size_t cache_bytes : {size_t{0}, size_t{300}, size_t{64} << 20}) {
-    SCOPED_TRACE(::testing::Message() << "row_cache_bytes " << cache_bytes);
+  for (const Setting& setting : settings) {
+    SCOPED_TRACE(::testing::Message()
+                 << "row_cache_bytes " << setting.row_cache_bytes << ", key_filter_bytes "
+                 << setting.key_filter_bytes << ", verify_on_open " << setting.verify_on_open);
     StateMachineOptions o;
     o.session_expiry_entries = 10;
-    o.row_cache_bytes = cache_bytes;
+    o.row_cache_bytes = setting.row_cache_bytes;
+    o.key_filter_bytes = setting.key_filter_bytes;
+    o.verify_on_open = setting.verify_on_open;
     TempDir d;
     auto sm = StateMachine::Open(d.path(), o);
     ASSERT_TRUE(sm.ok());
@@ -371,6 +384,48 @@ TEST(StateMachineDeterminism, RowCacheDoesNotChangeResults) {
 
 // Keys of the live state-machine database whose first byte is `prefix`, read
 // with LevelDB directly. REQUIRES: the state machine in `dir` is closed.
+// A key the filter does not hold is taken as absent without a lookup, so
+// the filter must hold every stored key after a reopen, whether the
+// verifying scan built it or a scan of its own.
+TEST(StateMachineKeyFilter, StoredKeysAreFoundAfterReopen) {
+  for (bool verify : {true, false}) {
+    SCOPED_TRACE(::testing::Message() << "verify_on_open " << verify);
+    StateMachineOptions o;
+    o.row_cache_bytes = 0;  // every previous value comes from LevelDB
+    o.verify_on_open = verify;
+    TempDir d;
+    constexpr int kKeys = 3000;
+    {
+      auto sm = StateMachine::Open(d.path(), o);
+      ASSERT_TRUE(sm.ok()) << sm.status();
+      std::vector<Entry> es;
+      for (int i = 0; i < kKeys; ++i) {
+        es.push_back(Normal(i + 1, Put("key-" + std::to_string(i), "v" + std::to_string(i))));
+      }
+      es.push_back(Normal(kKeys + 1, Del("key-7")));
+      ASSERT_TRUE((*sm)->Apply(es).ok());
+    }
+    auto sm = StateMachine::Open(d.path(), o);
+    ASSERT_TRUE(sm.ok()) << sm.status();
+    std::vector<Entry> es;
+    for (int i = 0; i < kKeys; ++i) {
+      es.push_back(Normal(kKeys + 2 + i, Put("key-" + std::to_string(i), "again")));
+    }
+    auto r = (*sm)->Apply(es);
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (int i = 0; i < kKeys; ++i) {
+      SCOPED_TRACE(i);
+      if (i == 7) {
+        EXPECT_FALSE((*r)[i].has_prev_kv());
+        continue;
+      }
+      ASSERT_TRUE((*r)[i].has_prev_kv());
+      EXPECT_EQ((*r)[i].prev_kv().value(), "v" + std::to_string(i));
+      EXPECT_EQ((*r)[i].prev_kv().version(), 1);
+    }
+  }
+}
+
 std::vector<std::string> RawKeys(const std::string& dir, char prefix) {
   std::vector<std::string> out;
   leveldb::DB* raw = nullptr;
