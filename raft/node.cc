@@ -85,6 +85,11 @@ struct LeaderRole {
   int heartbeat_elapsed = 0;
   bool broadcast_pending = false;   // proposals appended since the last send
   bool read_round_pending = false;  // reads waiting for a round to be sent
+  // Thrifty replication: the followers sent new entries at once.
+  std::set<uint64_t> eager;
+  // The last log index at the previous tick: an eager follower whose match
+  // is below it has left entries unacknowledged for a whole tick.
+  uint64_t last_index_at_tick = 0;
 };
 
 uint64_t MessageTerm(const Message& m) {
@@ -277,6 +282,14 @@ class NodeImpl final : public Node {
     leader->reads.push_back(std::move(read));
     leader->read_round_pending = true;
     return ProposeOutcome::kAccepted;
+  }
+
+  void SendEntriesNow(uint64_t peer) override {
+    auto* leader = std::get_if<LeaderRole>(&role_);
+    if (leader == nullptr) return;
+    auto it = leader->progress.find(peer);
+    if (it == leader->progress.end() || !Lazy(*leader, peer, it->second)) return;
+    SendAppend(*leader, peer, /*allow_empty=*/false);
   }
 
   absl::Status TransferLeadership(uint64_t target) override {
@@ -565,6 +578,7 @@ class NodeImpl final : public Node {
     role_ = std::move(leader);
     leader_ = config_.id;
     election_elapsed_ = 0;
+    ChooseEager(std::get<LeaderRole>(role_), /*stalled=*/{});
     // §8: a new leader commits a no-op of its own term so that it learns the
     // commit index, and so that earlier-term entries become committed (§5.4.2).
     Entry noop;
@@ -767,10 +781,54 @@ class NodeImpl final : public Node {
       }
       leader.transfer_target = 0;  // a transfer that took a whole timeout failed
     }
+    if (config_.thrifty_replication) {
+      std::set<uint64_t> stalled;
+      for (uint64_t id : leader.eager) {
+        if (leader.progress.at(id).match() < leader.last_index_at_tick) stalled.insert(id);
+      }
+      if (!stalled.empty()) ChooseEager(leader, stalled);
+      leader.last_index_at_tick = log_.LastIndex();
+    }
     if (leader.heartbeat_elapsed >= config_.heartbeat_ticks) {
       leader.heartbeat_elapsed = 0;
       BroadcastHeartbeat(leader);
     }
+  }
+
+  // A follower that gets new entries only with heartbeats (thrifty
+  // replication). Probing, snapshot and transfer targets are never lazy.
+  bool Lazy(const LeaderRole& leader, uint64_t id, const Progress& pr) const {
+    return config_.thrifty_replication && pr.state() == ProgressState::kReplicate &&
+           !leader.eager.contains(id) && id != leader.transfer_target;
+  }
+
+  // Makes `eager` the fewest voters that make a quorum with this node:
+  // keeps those chosen before unless `stalled`, and adds the most
+  // up-to-date other voters (lowest id among equals), which are sent what
+  // they lack at once. With no other choice a stalled one stays.
+  void ChooseEager(LeaderRole& leader, const std::set<uint64_t>& stalled) {
+    if (!config_.thrifty_replication) return;
+    const size_t needed = voters_.QuorumSize() - (voters_.Contains(config_.id) ? 1 : 0);
+    std::set<uint64_t> eager;
+    for (uint64_t id : leader.eager) {
+      if (!stalled.contains(id) && leader.progress.contains(id)) eager.insert(id);
+    }
+    std::vector<std::pair<uint64_t, uint64_t>> candidates;  // (match, id)
+    for (uint64_t id : voters_.voters()) {
+      if (id == config_.id || eager.contains(id) || stalled.contains(id)) continue;
+      candidates.emplace_back(leader.progress.at(id).match(), id);
+    }
+    std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    for (uint64_t id : stalled) candidates.emplace_back(0, id);  // the last resort
+    std::vector<uint64_t> added;
+    for (const auto& [match, id] : candidates) {
+      if (eager.size() >= needed) break;
+      if (eager.insert(id).second && !leader.eager.contains(id)) added.push_back(id);
+    }
+    leader.eager = std::move(eager);
+    for (uint64_t id : added) SendAppend(leader, id, /*allow_empty=*/false);
   }
 
   void StepLeader(LeaderRole& leader, const Message& msg) {
@@ -826,7 +884,7 @@ class NodeImpl final : public Node {
         if (probing) pr.BecomeReplicate();
         if (MaybeCommit(leader)) {
           BroadcastCommit(leader);
-        } else {
+        } else if (!Lazy(leader, from, pr)) {
           SendAppend(leader, from, /*allow_empty=*/pr.commit_sent() < log_.committed());
         }
         if (leader.transfer_target == from && pr.match() == log_.LastIndex()) {
@@ -902,19 +960,27 @@ class NodeImpl final : public Node {
   void BroadcastCommit(LeaderRole& leader) {
     for (auto& [id, pr] : leader.progress) {
       if (pr.state() == ProgressState::kReplicate && pr.inflight() > 0) continue;
+      if (Lazy(leader, id, pr)) continue;  // learns it with the next heartbeat
       SendAppend(leader, id, /*allow_empty=*/true);
     }
   }
 
   void BroadcastAppend(LeaderRole& leader) {
-    for (auto& [id, pr] : leader.progress) SendAppend(leader, id, /*allow_empty=*/true);
+    for (auto& [id, pr] : leader.progress) {
+      if (!Lazy(leader, id, pr)) SendAppend(leader, id, /*allow_empty=*/true);
+    }
   }
 
   // Heartbeats carry no entries and skip the consistency check; their commit
   // never runs past what the follower is known to hold.
   void BroadcastHeartbeat(LeaderRole& leader) {
     const uint64_t round = leader.reads.empty() ? 0 : read_round_;
-    for (auto& [id, pr] : leader.progress) SendHeartbeat(id, pr, round);
+    for (auto& [id, pr] : leader.progress) {
+      // A lazy follower's entries travel with the heartbeat, sent first so
+      // that the heartbeat's commit index can cover them once acknowledged.
+      if (Lazy(leader, id, pr)) SendAppend(leader, id, /*allow_empty=*/false);
+      SendHeartbeat(id, pr, round);
+    }
   }
 
   // A ReadIndex round needs a quorum's acknowledgement, not every voter's, and

@@ -70,6 +70,19 @@ struct Config {
   uint64_t max_committed_bytes_per_ready = 16 << 20;
   bool pre_vote = true;
   bool check_quorum = true;
+  // Thrifty replication: a leader sends new entries at once only to the
+  // fewest voters that make a quorum with it (the "eager" followers; one of
+  // two in a three-node cluster) and to the rest with each heartbeat. A
+  // commit waits for the same acknowledgements as before (the eager ones
+  // are the first to answer), but the other followers write and fsync once
+  // per heartbeat instead of once per round of entries: on one shared disk
+  // and two cores that is fewer parallel fsyncs per commit and less CPU per
+  // entry. An eager follower that leaves entries unacknowledged for a whole
+  // heartbeat interval is replaced by the most up-to-date other voter (which
+  // is sent what it lacks at once). The lagging followers' own serializable
+  // reads may be up to a heartbeat older; SendEntriesNow serves a follower
+  // about to wait for entries.
+  bool thrifty_replication = false;
   // Index of the last entry the state machine has already applied (restart).
   uint64_t applied = 0;
   uint64_t random_seed = 0;
@@ -183,6 +196,11 @@ class Node {
   // Proposals are refused (kTransferring) until it completes or times out
   // after one election timeout.
   virtual absl::Status TransferLeadership(uint64_t target) = 0;
+  // A leader sends `peer` the entries it lacks now rather than with the next
+  // heartbeat (thrifty_replication): it is about to wait for them, e.g. to
+  // serve a linearizable read at a read index this leader gave it. No-op
+  // for a peer that is not lagging that way, or on a follower.
+  virtual void SendEntriesNow(uint64_t peer) = 0;
 
   // The transport could not deliver the snapshot that a snapshot_request to
   // `peer` announced: the leader goes back to probing that peer.

@@ -27,6 +27,7 @@ struct NodeConfig {
   std::map<uint64_t, PeerAddress> members;  // from --initial_cluster, self included
   int heartbeat_ms = 100;
   int election_ms = 1000;
+  bool thrifty_replication = true;  // raft::Config::thrifty_replication
   uint64_t max_value_bytes = 1 << 20;
   uint64_t max_key_bytes = 4096;
   int max_pending_requests = 10000;

@@ -19,6 +19,7 @@ absl::StatusOr<std::unique_ptr<RaftDriver>> RaftDriver::Create(const DriverOptio
   config.id = options.id;
   config.election_ticks = options.election_ticks;
   config.heartbeat_ticks = 1;
+  config.thrifty_replication = options.thrifty_replication;
   config.applied = applier->applied_index();
   config.random_seed =
       options.id * 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
@@ -408,7 +409,13 @@ void RaftDriver::AnswerForwardedRead(const raft::Message& request) {
   // Not re-forwarded when this node does not lead: the follower asks again.
   std::vector<std::shared_ptr<ReadWaiter>> reads{std::make_shared<ForwardedReadWaiter>(
       this, request.from(), request.forward_read_request().id())};
-  if (!StartReadRound(reads)) reads[0]->Failed(absl::UnavailableError("this node is not the leader"));
+  if (!StartReadRound(reads)) {
+    reads[0]->Failed(absl::UnavailableError("this node is not the leader"));
+    return;
+  }
+  // The follower serves the read once it has applied up to the read index:
+  // a follower that gets entries only with heartbeats gets them now.
+  node_->SendEntriesNow(request.from());
 }
 
 void RaftDriver::ForwardedReadAnswered(const v1::ForwardReadResponse& r) {

@@ -50,6 +50,7 @@ struct DriverOptions {
   uint64_t id = 0;
   int tick_ms = 100;        // one core tick = one heartbeat interval
   int election_ticks = 10;  // election timeout in ticks
+  bool thrifty_replication = true;  // raft::Config::thrifty_replication
 };
 
 class RaftDriver {

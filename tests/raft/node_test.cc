@@ -17,7 +17,8 @@ namespace {
 
 class Cluster {
  public:
-  explicit Cluster(int n, bool pre_vote = true, bool check_quorum = true, int max_inflight = 256) {
+  explicit Cluster(int n, bool pre_vote = true, bool check_quorum = true, int max_inflight = 256,
+                   bool thrifty = false) {
     ConfState conf;
     for (int i = 1; i <= n; ++i) conf.add_voters(i);
     for (int i = 1; i <= n; ++i) {
@@ -30,6 +31,7 @@ class Cluster {
       c.check_quorum = check_quorum;
       c.random_seed = 42;
       c.max_inflight_appends = max_inflight;
+      c.thrifty_replication = thrifty;
       auto node = Node::Create(c, storage_[i].get());
       EXPECT_TRUE(node.ok()) << node.status();
       nodes_[i] = std::move(*node);
@@ -356,6 +358,115 @@ TEST(Transfer, TargetBecomesLeader) {
   c.Stabilize();
   EXPECT_EQ(c.node(target).Status().role, Role::kLeader);
   EXPECT_EQ(c.node(leader).Status().leader, target);
+}
+
+// ---- Thrifty replication ----
+
+// The followers a leader sent `data` to at once (in an append carrying it).
+std::set<uint64_t> SentAtOnce(Cluster& c, uint64_t leader, const std::string& data) {
+  c.sent_.clear();
+  c.node(leader).Propose(data);
+  c.Stabilize();
+  std::set<uint64_t> to;
+  for (const auto& m : c.sent_) {
+    if (m.from() != leader || !m.has_append_request()) continue;
+    for (const auto& e : m.append_request().entries()) {
+      if (e.data() == data) to.insert(m.to());
+    }
+  }
+  return to;
+}
+
+// In a three-node cluster, the follower that is neither `leader` nor in `eager`.
+uint64_t OtherFollower(uint64_t leader, const std::set<uint64_t>& eager) {
+  for (uint64_t id = 1; id <= 3; ++id) {
+    if (id != leader && !eager.contains(id)) return id;
+  }
+  return 0;
+}
+
+bool Applied(Cluster& c, uint64_t id, const std::string& data) {
+  for (const auto& e : c.applied(id)) {
+    if (e.data() == data) return true;
+  }
+  return false;
+}
+
+TEST(Thrifty, NewEntriesGoAtOnceToAQuorumAndToTheOthersWithTheHeartbeat) {
+  for (int n : {3, 5}) {
+    SCOPED_TRACE(::testing::Message() << n << " nodes");
+    Cluster c(n, true, true, 256, /*thrifty=*/true);
+    const uint64_t leader = c.ElectLeader();
+    c.Stabilize();
+    const std::set<uint64_t> eager = SentAtOnce(c, leader, "v");
+    EXPECT_EQ(eager.size(), static_cast<size_t>(n / 2));  // a quorum with the leader
+    EXPECT_TRUE(Applied(c, leader, "v"));                  // committed without the others
+    for (uint64_t id = 1; id <= static_cast<uint64_t>(n); ++id) {
+      if (id != leader && !eager.contains(id)) {
+        EXPECT_FALSE(Applied(c, id, "v")) << "node " << id;
+      }
+    }
+    // The same followers stay eager while they keep up.
+    EXPECT_EQ(SentAtOnce(c, leader, "w"), eager);
+    c.TickAll(1);  // the heartbeat brings the others the entries and the commit
+    for (uint64_t id = 1; id <= static_cast<uint64_t>(n); ++id) {
+      EXPECT_TRUE(Applied(c, id, "w")) << "node " << id;
+    }
+  }
+}
+
+TEST(Thrifty, AnEagerFollowerThatStopsAnsweringIsReplaced) {
+  Cluster c(3, true, true, 256, /*thrifty=*/true);
+  const uint64_t leader = c.ElectLeader();
+  c.Stabilize();
+  const std::set<uint64_t> eager = SentAtOnce(c, leader, "a");
+  ASSERT_EQ(eager.size(), 1u);
+  const uint64_t silent = *eager.begin();
+  c.Isolate(silent);
+  EXPECT_EQ(SentAtOnce(c, leader, "b"), eager);
+  EXPECT_FALSE(Applied(c, leader, "b"));  // its only eager follower is silent
+  c.TickAll(1);  // the heartbeat's appends reach the other follower: committed
+  EXPECT_TRUE(Applied(c, leader, "b"));
+  c.TickAll(1);  // "b" went unacknowledged by the eager one for a whole tick
+  const std::set<uint64_t> now = SentAtOnce(c, leader, "c");
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_NE(*now.begin(), silent);
+  EXPECT_TRUE(Applied(c, leader, "c"));  // at once again
+  c.Heal();
+  c.TickAll(2);
+  EXPECT_TRUE(Applied(c, silent, "c"));
+}
+
+TEST(Thrifty, SendEntriesNowCatchesUpALazyFollower) {
+  Cluster c(3, true, true, 256, /*thrifty=*/true);
+  const uint64_t leader = c.ElectLeader();
+  c.Stabilize();
+  const std::set<uint64_t> eager = SentAtOnce(c, leader, "v");
+  ASSERT_EQ(eager.size(), 1u);
+  const uint64_t lazy = OtherFollower(leader, eager);
+  ASSERT_FALSE(Applied(c, lazy, "v"));
+  c.node(leader).SendEntriesNow(lazy);
+  c.Stabilize();
+  EXPECT_TRUE(Applied(c, lazy, "v"));
+  // A follower that is not lagging, or a call on a follower, sends nothing.
+  c.sent_.clear();
+  c.node(leader).SendEntriesNow(*eager.begin());
+  c.node(lazy).SendEntriesNow(leader);
+  c.Stabilize();
+  EXPECT_TRUE(c.sent_.empty());
+}
+
+TEST(Thrifty, TransferToALazyFollowerCatchesItUpFirst) {
+  Cluster c(3, true, true, 256, /*thrifty=*/true);
+  const uint64_t leader = c.ElectLeader();
+  c.Stabilize();
+  const std::set<uint64_t> eager = SentAtOnce(c, leader, "v");
+  const uint64_t lazy = OtherFollower(leader, eager);
+  ASSERT_NE(lazy, 0u);
+  ASSERT_TRUE(c.node(leader).TransferLeadership(lazy).ok());
+  c.Stabilize();
+  EXPECT_EQ(c.node(lazy).Status().role, Role::kLeader);
+  EXPECT_TRUE(Applied(c, lazy, "v"));
 }
 
 // Figure 2, "persistent state ... updated on stable storage before

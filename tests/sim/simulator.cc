@@ -213,6 +213,9 @@ void Simulation::Setup() {
   prof_.compact = durable_sm_ ? 0.05 : 0;
   const bool pre_vote = Chance(0.8);
   const bool check_quorum = Chance(0.8);
+  // From the seed, not the random stream, so that the rest of a seed's
+  // scenario is what it was before this option existed.
+  const bool thrifty = opt_.seed % 2 == 1;
   const int heartbeat = static_cast<int>(Between(1, 3));
 
   raftkv::v1::ConfState& conf = conf_;
@@ -230,6 +233,7 @@ void Simulation::Setup() {
     n.config.max_inflight_appends = max_inflight;
     n.config.pre_vote = pre_vote;
     n.config.check_quorum = check_quorum;
+    n.config.thrifty_replication = thrifty;
     n.config.random_seed = rng_();
     n.config.testing_bugs = opt_.bugs;
     // Most clocks run at the nominal rate; some a quarter slower or faster.
@@ -242,7 +246,8 @@ void Simulation::Setup() {
       " fresh_leader_crash=", prof_.fresh_leader_crash, " commit_crash=", prof_.commit_crash,
       " pause=", prof_.pause, " partition_gap=", prof_.mean_partition_gap,
       " max_append=", max_append, " inflight=", max_inflight, " durable_sm=", durable_sm_,
-      " pre_vote=", pre_vote, " check_quorum=", check_quorum, " heartbeat=", heartbeat);
+      " pre_vote=", pre_vote, " check_quorum=", check_quorum, " heartbeat=", heartbeat,
+      " thrifty=", thrifty);
 }
 
 absl::Status Simulation::Send(uint64_t from, const Message& msg) {
