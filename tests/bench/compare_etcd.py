@@ -5,7 +5,7 @@ Starts a three-member etcd cluster (Debian's etcd-server: fsync on, default
 settings, --logger=zap) and a three-node raftkv cluster (raftd from the build
 tree), all on 127.0.0.1 with ports of their own and data under one temporary
 directory; runs each workload against both systems in turn (alternating which
-goes first), each run preceded by a warm-up; records every node's peak resident
+goes first), each run preceded by a sync and a warm-up; records every node's peak resident
 memory (VmHWM) and CPU time (utime + stime) just before stopping it; prints one
 table and writes the same as JSON.
 
@@ -344,6 +344,12 @@ def run_one(cluster, bench, system, targets, name, flags, duration, warmup, fail
     """One bench run of one workload on one system; None (and a failure noted) if it failed."""
     cluster.check_alive()
     target = "all" if "--target=all" in flags else "leader"
+    # Each run starts with no dirty pages left by the run before (the other
+    # system's, or this one's earlier workload): their writeback would compete
+    # with this run's fsyncs. On a 2-core VM, 2-20 MB were dirty before a run;
+    # with the sync, loaded puts ran 8-40% faster, for both systems (one run
+    # with, two without).
+    os.sync()
     try:
         res = run_bench(bench, system, targets[system][target], flags, duration, warmup)
     except (Failure, subprocess.TimeoutExpired) as e:
