@@ -858,7 +858,10 @@ class NodeImpl final : public Node {
       pr.OnHeartbeatResponse();
       // The follower lags: appends may have been lost. An empty append at
       // `next` either succeeds or draws a rejection that restarts probing.
-      if (pr.match() < log_.LastIndex()) SendAppend(leader, from, /*allow_empty=*/true);
+      // (A lazy follower gets that with its next heartbeat's append.)
+      if (pr.match() < log_.LastIndex() && !Lazy(leader, from, pr)) {
+        SendAppend(leader, from, /*allow_empty=*/true);
+      }
     } else if (!resp.success()) {
       uint64_t hint = resp.conflict_index();
       if (resp.conflict_term() != 0) {
@@ -976,9 +979,11 @@ class NodeImpl final : public Node {
   void BroadcastHeartbeat(LeaderRole& leader) {
     const uint64_t round = leader.reads.empty() ? 0 : read_round_;
     for (auto& [id, pr] : leader.progress) {
-      // A lazy follower's entries travel with the heartbeat, sent first so
-      // that the heartbeat's commit index can cover them once acknowledged.
-      if (Lazy(leader, id, pr)) SendAppend(leader, id, /*allow_empty=*/false);
+      // A lazy follower's entries, and the commit index, travel in an append
+      // next to each heartbeat; while it has not acknowledged them all, that
+      // append goes even with no new entries, so that lost ones are found
+      // (as for the others, on their heartbeat answers).
+      if (Lazy(leader, id, pr)) SendAppend(leader, id, pr.match() < log_.LastIndex());
       SendHeartbeat(id, pr, round);
     }
   }

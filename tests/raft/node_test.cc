@@ -437,6 +437,23 @@ TEST(Thrifty, AnEagerFollowerThatStopsAnsweringIsReplaced) {
   EXPECT_TRUE(Applied(c, silent, "c"));
 }
 
+// A lazy follower's appends travel once a heartbeat: one that is lost is
+// found and sent again with the following heartbeats, new entries or not.
+TEST(Thrifty, ALazyFollowerGetsLostAppendsAgain) {
+  Cluster c(3, true, true, 256, /*thrifty=*/true);
+  const uint64_t leader = c.ElectLeader();
+  c.Stabilize();
+  const std::set<uint64_t> eager = SentAtOnce(c, leader, "v");
+  const uint64_t lazy = OtherFollower(leader, eager);
+  ASSERT_NE(lazy, 0u);
+  c.Isolate(lazy);
+  c.TickAll(1);  // the heartbeat's append with "v" is lost
+  c.Heal();
+  EXPECT_FALSE(Applied(c, lazy, "v"));
+  c.TickAll(3);
+  EXPECT_TRUE(Applied(c, lazy, "v"));
+}
+
 TEST(Thrifty, SendEntriesNowCatchesUpALazyFollower) {
   Cluster c(3, true, true, 256, /*thrifty=*/true);
   const uint64_t leader = c.ElectLeader();
