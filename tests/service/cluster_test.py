@@ -430,6 +430,26 @@ class ClusterTest(unittest.TestCase):
         for i in self.c.ids:
             self.assertTrue(self.c.get(i, b"after").found)
 
+    def test_writes_go_on_with_either_follower_stopped(self):
+        """With thrifty replication (the default) only one follower gets each write at
+        once; whichever follower is stopped, writes still succeed within their deadline
+        (the leader turns to the other), and every write is on every node afterwards."""
+        self.c.start_all()
+        leader = self.c.wait_leader()
+        followers = [i for i in self.c.ids if i != leader]
+        for stopped in followers:
+            self.c.signal(stopped, signal.SIGSTOP)
+            try:
+                for n in range(30):
+                    self.c.put(leader, b"f%d-%02d" % (stopped, n), b"%d" % n, timeout=2)
+            finally:
+                self.c.signal(stopped, signal.SIGCONT)
+        commit = self.c.status(leader).commit_index
+        for i in self.c.ids:
+            wait_for(lambda: self.c.status(i).applied_index >= commit, 10, "node %d to apply" % i)
+            for stopped in followers:
+                self.assertTrue(self.c.get(i, b"f%d-29" % stopped, serializable=True).found)
+
     def test_follower_reads_across_leader_loss(self):
         """Linearizable reads on a follower ask the leader for a read index over the peer
         stream. With the leader stopped they fail UNAVAILABLE (never hang, never answer
