@@ -377,14 +377,6 @@ std::set<uint64_t> SentAtOnce(Cluster& c, uint64_t leader, const std::string& da
   return to;
 }
 
-// In a three-node cluster, the follower that is neither `leader` nor in `eager`.
-uint64_t OtherFollower(uint64_t leader, const std::set<uint64_t>& eager) {
-  for (uint64_t id = 1; id <= 3; ++id) {
-    if (id != leader && !eager.contains(id)) return id;
-  }
-  return 0;
-}
-
 bool Applied(Cluster& c, uint64_t id, const std::string& data) {
   for (const auto& e : c.applied(id)) {
     if (e.data() == data) return true;
@@ -415,37 +407,42 @@ TEST(Thrifty, NewEntriesGoAtOnceToAQuorumAndToTheOthersWithTheHeartbeat) {
   }
 }
 
-TEST(Thrifty, AnEagerFollowerThatStopsAnsweringIsReplaced) {
-  Cluster c(3, true, true, 256, /*thrifty=*/true);
-  const uint64_t leader = c.ElectLeader();
-  c.Stabilize();
-  const std::set<uint64_t> eager = SentAtOnce(c, leader, "a");
-  ASSERT_EQ(eager.size(), 1u);
-  const uint64_t silent = *eager.begin();
-  c.Isolate(silent);
-  EXPECT_EQ(SentAtOnce(c, leader, "b"), eager);
+// A three-node thrifty cluster whose leader has committed "v", sent at once
+// to `eager` only; `lazy` has not got it yet.
+class ThriftyThree : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    leader = c.ElectLeader();
+    c.Stabilize();
+    const std::set<uint64_t> sent = SentAtOnce(c, leader, "v");
+    ASSERT_EQ(sent.size(), 1u);
+    eager = *sent.begin();
+    lazy = 6 - leader - eager;  // ids are 1, 2 and 3
+    ASSERT_TRUE(Applied(c, leader, "v"));
+    ASSERT_FALSE(Applied(c, lazy, "v"));
+  }
+
+  Cluster c{3, true, true, 256, /*thrifty=*/true};
+  uint64_t leader = 0, eager = 0, lazy = 0;
+};
+
+TEST_F(ThriftyThree, AnEagerFollowerThatStopsAnsweringIsReplaced) {
+  c.Isolate(eager);
+  EXPECT_EQ(SentAtOnce(c, leader, "b"), std::set<uint64_t>{eager});
   EXPECT_FALSE(Applied(c, leader, "b"));  // its only eager follower is silent
   c.TickAll(1);  // the heartbeat's appends reach the other follower: committed
   EXPECT_TRUE(Applied(c, leader, "b"));
   c.TickAll(1);  // "b" went unacknowledged by the eager one for a whole tick
-  const std::set<uint64_t> now = SentAtOnce(c, leader, "c");
-  ASSERT_EQ(now.size(), 1u);
-  EXPECT_NE(*now.begin(), silent);
+  EXPECT_EQ(SentAtOnce(c, leader, "c"), std::set<uint64_t>{lazy});
   EXPECT_TRUE(Applied(c, leader, "c"));  // at once again
   c.Heal();
   c.TickAll(2);
-  EXPECT_TRUE(Applied(c, silent, "c"));
+  EXPECT_TRUE(Applied(c, eager, "c"));
 }
 
 // A lazy follower's appends travel once a heartbeat: one that is lost is
 // found and sent again with the following heartbeats, new entries or not.
-TEST(Thrifty, ALazyFollowerGetsLostAppendsAgain) {
-  Cluster c(3, true, true, 256, /*thrifty=*/true);
-  const uint64_t leader = c.ElectLeader();
-  c.Stabilize();
-  const std::set<uint64_t> eager = SentAtOnce(c, leader, "v");
-  const uint64_t lazy = OtherFollower(leader, eager);
-  ASSERT_NE(lazy, 0u);
+TEST_F(ThriftyThree, ALazyFollowerGetsLostAppendsAgain) {
   c.Isolate(lazy);
   c.TickAll(1);  // the heartbeat's append with "v" is lost
   c.Heal();
@@ -454,32 +451,19 @@ TEST(Thrifty, ALazyFollowerGetsLostAppendsAgain) {
   EXPECT_TRUE(Applied(c, lazy, "v"));
 }
 
-TEST(Thrifty, SendEntriesNowCatchesUpALazyFollower) {
-  Cluster c(3, true, true, 256, /*thrifty=*/true);
-  const uint64_t leader = c.ElectLeader();
-  c.Stabilize();
-  const std::set<uint64_t> eager = SentAtOnce(c, leader, "v");
-  ASSERT_EQ(eager.size(), 1u);
-  const uint64_t lazy = OtherFollower(leader, eager);
-  ASSERT_FALSE(Applied(c, lazy, "v"));
+TEST_F(ThriftyThree, SendEntriesNowCatchesUpALazyFollower) {
   c.node(leader).SendEntriesNow(lazy);
   c.Stabilize();
   EXPECT_TRUE(Applied(c, lazy, "v"));
   // A follower that is not lagging, or a call on a follower, sends nothing.
   c.sent_.clear();
-  c.node(leader).SendEntriesNow(*eager.begin());
+  c.node(leader).SendEntriesNow(eager);
   c.node(lazy).SendEntriesNow(leader);
   c.Stabilize();
   EXPECT_TRUE(c.sent_.empty());
 }
 
-TEST(Thrifty, TransferToALazyFollowerCatchesItUpFirst) {
-  Cluster c(3, true, true, 256, /*thrifty=*/true);
-  const uint64_t leader = c.ElectLeader();
-  c.Stabilize();
-  const std::set<uint64_t> eager = SentAtOnce(c, leader, "v");
-  const uint64_t lazy = OtherFollower(leader, eager);
-  ASSERT_NE(lazy, 0u);
+TEST_F(ThriftyThree, TransferToALazyFollowerCatchesItUpFirst) {
   ASSERT_TRUE(c.node(leader).TransferLeadership(lazy).ok());
   c.Stabilize();
   EXPECT_EQ(c.node(lazy).Status().role, Role::kLeader);
