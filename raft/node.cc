@@ -288,8 +288,13 @@ class NodeImpl final : public Node {
     auto* leader = std::get_if<LeaderRole>(&role_);
     if (leader == nullptr) return;
     auto it = leader->progress.find(peer);
-    if (it == leader->progress.end() || !Lazy(*leader, peer, it->second)) return;
-    SendAppend(*leader, peer, /*allow_empty=*/false);
+    if (it == leader->progress.end()) return;
+    Progress& pr = it->second;
+    const bool stale_commit = pr.commit_sent() < log_.committed();
+    if (!Lazy(*leader, peer, pr) && !stale_commit) return;
+    // Entries if it lacks any (they carry the commit index), else the commit
+    // index alone if it has not been told it yet.
+    SendAppend(*leader, peer, /*allow_empty=*/stale_commit);
   }
 
   absl::Status TransferLeadership(uint64_t target) override {
@@ -960,7 +965,13 @@ class NodeImpl final : public Node {
   // Tells followers about a new commit index. A follower with appends in
   // flight learns it from the answer to its next acknowledgement instead, so
   // under load a commit costs no extra messages.
+  // Thrifty, no follower is told at once: each learns it with the next
+  // append or heartbeat, or when it asks for a read index (SendEntriesNow).
+  // A commit needs no such message, and one client's put paid for it in its
+  // own critical path: a wake-up of the follower, and of this node again
+  // for the window update gRPC answers every message with.
   void BroadcastCommit(LeaderRole& leader) {
+    if (config_.thrifty_replication) return;
     for (auto& [id, pr] : leader.progress) {
       if (pr.state() == ProgressState::kReplicate && pr.inflight() > 0) continue;
       if (Lazy(leader, id, pr)) continue;  // learns it with the next heartbeat

@@ -79,9 +79,11 @@ struct Config {
   // and two cores that is fewer parallel fsyncs per commit and less CPU per
   // entry. An eager follower that leaves entries unacknowledged for a whole
   // heartbeat interval is replaced by the most up-to-date other voter (which
-  // is sent what it lacks at once). The lagging followers' own serializable
-  // reads may be up to a heartbeat older; SendEntriesNow serves a follower
-  // about to wait for entries.
+  // is sent what it lacks at once). No follower is sent a commit index on
+  // its own: each learns it with its next append or heartbeat. So followers'
+  // own serializable reads may be up to a heartbeat older (the eager ones
+  // only once writes pause); SendEntriesNow serves a follower about to wait
+  // for entries or a commit index.
   bool thrifty_replication = false;
   // Index of the last entry the state machine has already applied (restart).
   uint64_t applied = 0;
@@ -196,10 +198,11 @@ class Node {
   // Proposals are refused (kTransferring) until it completes or times out
   // after one election timeout.
   virtual absl::Status TransferLeadership(uint64_t target) = 0;
-  // A leader sends `peer` the entries it lacks now rather than with the next
-  // heartbeat (thrifty_replication): it is about to wait for them, e.g. to
-  // serve a linearizable read at a read index this leader gave it. No-op
-  // for a peer that is not lagging that way, or on a follower.
+  // A leader sends `peer` the entries it lacks, or else the commit index it
+  // has not been told, now rather than with the next heartbeat
+  // (thrifty_replication): it is about to wait for them, e.g. to serve a
+  // linearizable read at a read index this leader gave it. No-op for a peer
+  // that lacks neither, or on a follower.
   virtual void SendEntriesNow(uint64_t peer) = 0;
 
   // The transport could not deliver the snapshot that a snapshot_request to

@@ -451,13 +451,33 @@ TEST_F(ThriftyThree, ALazyFollowerGetsLostAppendsAgain) {
   EXPECT_TRUE(Applied(c, lazy, "v"));
 }
 
+// A commit needs no message of its own: the eager follower learns it with
+// the next append, the others with the next heartbeat.
+TEST_F(ThriftyThree, FollowersLearnACommitWithTheNextAppendOrHeartbeat) {
+  c.sent_.clear();
+  c.Stabilize();
+  EXPECT_TRUE(c.sent_.empty());
+  EXPECT_FALSE(Applied(c, eager, "v"));
+  EXPECT_EQ(SentAtOnce(c, leader, "w"), std::set<uint64_t>{eager});
+  EXPECT_TRUE(Applied(c, eager, "v"));  // "w"'s append carried the commit
+  EXPECT_FALSE(Applied(c, eager, "w"));
+  c.TickAll(1);
+  for (uint64_t id : {eager, lazy}) EXPECT_TRUE(Applied(c, id, "w")) << "node " << id;
+}
+
 TEST_F(ThriftyThree, SendEntriesNowCatchesUpALazyFollower) {
   c.node(leader).SendEntriesNow(lazy);
   c.Stabilize();
   EXPECT_TRUE(Applied(c, lazy, "v"));
-  // A follower that is not lagging, or a call on a follower, sends nothing.
+  // The eager follower holds "v" but has not been told it is committed.
+  EXPECT_FALSE(Applied(c, eager, "v"));
+  c.node(leader).SendEntriesNow(eager);
+  c.Stabilize();
+  EXPECT_TRUE(Applied(c, eager, "v"));
+  // A follower that lacks nothing, or a call on a follower, sends nothing.
   c.sent_.clear();
   c.node(leader).SendEntriesNow(eager);
+  c.node(leader).SendEntriesNow(lazy);
   c.node(lazy).SendEntriesNow(leader);
   c.Stabilize();
   EXPECT_TRUE(c.sent_.empty());
