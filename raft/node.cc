@@ -297,6 +297,16 @@ class NodeImpl final : public Node {
     SendAppend(*leader, peer, /*allow_empty=*/stale_commit);
   }
 
+  void AnnounceCommit() override {
+    auto* leader = std::get_if<LeaderRole>(&role_);
+    if (leader == nullptr) return;
+    for (auto& [id, pr] : leader->progress) {
+      if (pr.commit_sent() >= log_.committed()) continue;
+      if (pr.state() != ProgressState::kReplicate || pr.next() <= log_.LastIndex()) continue;
+      SendAppend(*leader, id, /*allow_empty=*/true);
+    }
+  }
+
   absl::Status TransferLeadership(uint64_t target) override {
     auto* leader = std::get_if<LeaderRole>(&role_);
     if (leader == nullptr) {

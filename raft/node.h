@@ -80,10 +80,10 @@ struct Config {
   // entry. An eager follower that leaves entries unacknowledged for a whole
   // heartbeat interval is replaced by the most up-to-date other voter (which
   // is sent what it lacks at once). No follower is sent a commit index on
-  // its own: each learns it with its next append or heartbeat. So followers'
-  // own serializable reads may be up to a heartbeat older (the eager ones
-  // only once writes pause); SendEntriesNow serves a follower about to wait
-  // for entries or a commit index.
+  // its own: each learns it with its next append or heartbeat, or when the
+  // driver calls AnnounceCommit once writes pause. So lazy followers' own
+  // serializable reads may be up to a heartbeat older; SendEntriesNow
+  // serves a follower about to wait for entries or a commit index.
   bool thrifty_replication = false;
   // Index of the last entry the state machine has already applied (restart).
   uint64_t applied = 0;
@@ -204,6 +204,13 @@ class Node {
   // linearizable read at a read index this leader gave it. No-op for a peer
   // that lacks neither, or on a follower.
   virtual void SendEntriesNow(uint64_t peer) = 0;
+  // A leader tells each follower that holds every entry sent to it the
+  // commit index it has not been told yet (thrifty_replication sends no
+  // commit index on its own). For a driver to call once writes pause, so
+  // that followers need not wait for the next heartbeat to apply the last
+  // ones. Lazy followers still lacking entries get them with the heartbeat.
+  // No-op on a follower, or when every follower has been told.
+  virtual void AnnounceCommit() = 0;
 
   // The transport could not deliver the snapshot that a snapshot_request to
   // `peer` announced: the leader goes back to probing that peer.

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -209,6 +210,14 @@ void RaftDriver::Run() {
   constexpr int kMaxCompletionsPerWake = 256;
   const gpr_timespec no_wait = gpr_inf_past(GPR_CLOCK_MONOTONIC);
   bool reads_resumed = false;
+  // Thrifty replication leaves a commit index unannounced until the next
+  // append or heartbeat. Once it has stood still for kAnnounceCommitAfter,
+  // the followers are told (AnnounceCommit), so that when writes pause their
+  // state machines do not wait a heartbeat for the last ones. Back-to-back
+  // writes move it sooner than that, and their appends carry it.
+  constexpr absl::Duration kAnnounceCommitAfter = absl::Milliseconds(2);
+  uint64_t commit_seen = 0;
+  absl::Time announce_at = absl::InfiniteFuture();
   while (true) {
     void* tag;
     bool ok;
@@ -226,7 +235,8 @@ void RaftDriver::Run() {
     const bool had_deferred = CompleteDeferred() || reads_resumed;
     grpc::CompletionQueue::NextStatus next =
         had_deferred ? cq_->AsyncNext(&tag, &ok, no_wait)
-                     : cq_->AsyncNext(&tag, &ok, absl::ToChronoTime(next_tick));
+                     : cq_->AsyncNext(&tag, &ok,
+                                      absl::ToChronoTime(std::min(next_tick, announce_at)));
     for (int n = 0; next == grpc::CompletionQueue::GOT_EVENT; ++n) {
       static_cast<CqTag*>(tag)->OnComplete(ok);
       if (n + 1 == kMaxCompletionsPerWake) break;
@@ -238,6 +248,10 @@ void RaftDriver::Run() {
       events.swap(inbox_);
     }
     absl::Time now = absl::Now();
+    if (now >= announce_at) {
+      node_->AnnounceCommit();
+      announce_at = absl::InfiniteFuture();
+    }
     if (now >= next_tick) {
       if (!forwarded_.empty() || !forwarded_reads_.empty()) {
         FailForwarded(node_->Summary().leader, now);
@@ -253,6 +267,11 @@ void RaftDriver::Run() {
     HandleReadies();
     reads_resumed = transport_->ResumeReads();
     Publish();
+    const uint64_t commit = commit_.load(std::memory_order_relaxed);
+    if (commit != commit_seen) {
+      commit_seen = commit;
+      announce_at = was_leader_ ? now + kAnnounceCommitAfter : absl::InfiniteFuture();
+    }
   }
   ShutdownQueue();
 }

@@ -465,6 +465,24 @@ TEST_F(ThriftyThree, FollowersLearnACommitWithTheNextAppendOrHeartbeat) {
   for (uint64_t id : {eager, lazy}) EXPECT_TRUE(Applied(c, id, "w")) << "node " << id;
 }
 
+// Once writes pause the driver announces the commit: the eager follower,
+// which holds every entry, is told; the lazy one still gets "v" with the
+// heartbeat, not now.
+TEST_F(ThriftyThree, AnnounceCommitTellsFollowersHoldingEveryEntry) {
+  c.node(leader).AnnounceCommit();
+  c.Stabilize();
+  EXPECT_TRUE(Applied(c, eager, "v"));
+  EXPECT_FALSE(Applied(c, lazy, "v"));
+  // Told once: nothing more to send, and nothing on a follower.
+  c.sent_.clear();
+  c.node(leader).AnnounceCommit();
+  c.node(eager).AnnounceCommit();
+  c.Stabilize();
+  EXPECT_TRUE(c.sent_.empty());
+  c.TickAll(1);
+  EXPECT_TRUE(Applied(c, lazy, "v"));
+}
+
 TEST_F(ThriftyThree, SendEntriesNowCatchesUpALazyFollower) {
   c.node(leader).SendEntriesNow(lazy);
   c.Stabilize();

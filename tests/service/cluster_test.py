@@ -482,6 +482,21 @@ class ClusterTest(unittest.TestCase):
                 self.assertEqual(self.c.get(i, b"k").kv.value, b"after")
         self.c.signal(old, signal.SIGCONT)
 
+    def test_a_follower_applies_writes_soon_after_they_pause(self):
+        """Thrifty replication sends followers no commit index on its own; once commits
+        stand still for a moment the leader announces the last one. With heartbeats 1 s
+        apart, after each of 5 writes a follower that holds it (the one its commit waited
+        for) serves it to a serializable read within 300 ms."""
+        for i in self.c.ids:
+            self.c.start(i, extra=["--heartbeat_ms=1000", "--election_ms=5000"])
+        leader = self.c.wait_leader(timeout=30)
+        followers = [i for i in self.c.ids if i != leader]
+        for n in range(5):
+            key = b"pause-%d" % n
+            self.c.put(leader, key, b"v")
+            wait_for(lambda: any(self.c.get(f, key, serializable=True).found for f in followers),
+                     0.3, "a follower to apply %r" % key, interval=0.01)
+
     def test_restarted_follower_catches_up(self):
         """A follower that missed many writes catches up after it restarts."""
         self.c.start_all()
