@@ -471,6 +471,16 @@ absl::Status Simulation::ClientActions() {
       if (auto s = HandleReady(*l); !s.ok()) return s;
     }
   }
+  // Mid-tick the leader announces its commit index, as raftd's driver does
+  // once commits stand still (it sends something only with thrifty
+  // replication, which leaves commits unannounced). No randomness is drawn
+  // here, so seeds without thrifty replication keep their scenarios.
+  if (step_ % kStepsPerTick == kStepsPerTick / 2) {
+    if (SimNode* l = Leader(); l != nullptr && Running(*l)) {
+      l->node->AnnounceCommit();
+      if (auto s = HandleReady(*l); !s.ok()) return s;
+    }
+  }
   if (live_) {
     // Liveness phase: each leader (term) gets one fresh proposal.
     SimNode* l = Leader();
