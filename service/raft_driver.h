@@ -4,7 +4,9 @@
 // The thread sleeps on the peer server's completion queue, which carries
 // everything it reacts to: peer streams (the Transport runs on this thread),
 // a wake-up alarm that other threads fire after queueing work in the inbox
-// (proposals, reads, status queries), and the tick deadline. Woken, it handles
+// (proposals, reads, status queries), the tick deadline, and, on a leader
+// whose commit index has stood still for 2 ms, the moment to announce it to
+// the followers (thrifty replication sends none on its own). Woken, it handles
 // every completion already queued, drains the inbox and steps it all into the
 // core (all proposals of one wake-up end up in one Ready: one synced write
 // however many clients), then handles Readys: send what may leave now (a
