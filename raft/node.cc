@@ -976,10 +976,11 @@ class NodeImpl final : public Node {
   // flight learns it from the answer to its next acknowledgement instead, so
   // under load a commit costs no extra messages.
   // Thrifty, no follower is told at once: each learns it with the next
-  // append or heartbeat, or when it asks for a read index (SendEntriesNow).
-  // A commit needs no such message, and one client's put paid for it in its
-  // own critical path: a wake-up of the follower, and of this node again
-  // for the window update gRPC answers every message with.
+  // append or heartbeat, when it asks for a read index (SendEntriesNow), or
+  // once commits stand still (AnnounceCommit). A commit needs no such
+  // message, and one client's put paid for it in its own critical path: a
+  // wake-up of the follower, and of this node again for the window update
+  // gRPC answers every message with.
   void BroadcastCommit(LeaderRole& leader) {
     if (config_.thrifty_replication) return;
     for (auto& [id, pr] : leader.progress) {
