@@ -985,7 +985,6 @@ class NodeImpl final : public Node {
     if (config_.thrifty_replication) return;
     for (auto& [id, pr] : leader.progress) {
       if (pr.state() == ProgressState::kReplicate && pr.inflight() > 0) continue;
-      if (Lazy(leader, id, pr)) continue;  // learns it with the next heartbeat
       SendAppend(leader, id, /*allow_empty=*/true);
     }
   }

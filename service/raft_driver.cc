@@ -270,7 +270,9 @@ void RaftDriver::Run() {
     const uint64_t commit = commit_.load(std::memory_order_relaxed);
     if (commit != commit_seen) {
       commit_seen = commit;
-      announce_at = was_leader_ ? now + kAnnounceCommitAfter : absl::InfiniteFuture();
+      // Without thrifty replication commits are announced at once: no timer.
+      announce_at = was_leader_ && options_.thrifty_replication ? now + kAnnounceCommitAfter
+                                                                : absl::InfiniteFuture();
     }
   }
   ShutdownQueue();
