@@ -357,7 +357,7 @@ class WriteCall final : public UnaryCall<M>, public WriteWaiter {
       h->set_node_id(this->state_->config.id);
       h->set_term(term);
       h->set_revision(r.revision());
-      M::Fill(r, &this->resp_);
+      M::Fill(this->req_, r, &this->resp_);
     }
     this->FinishClaimed(s);
   }
@@ -471,7 +471,7 @@ struct PutMethod : MethodTypes<v1::PutRequest, v1::PutResponse> {
     if (s.ok()) s = CheckSession(q.client_id(), q.sequence());
     return s;
   }
-  // Moves the key and value: the request is not used again.
+  // Moves the key and value: only the request's flags are used again.
   static void Build(Req* q, v1::Command* c) {
     c->set_client_id(q->client_id());
     c->set_sequence(q->sequence());
@@ -479,8 +479,10 @@ struct PutMethod : MethodTypes<v1::PutRequest, v1::PutResponse> {
     put->set_key(std::move(*q->mutable_key()));
     put->set_value(std::move(*q->mutable_value()));
   }
-  static void Fill(const v1::CommandResult& r, Resp* out) {
-    if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
+  // The old value goes back only when asked for: a reply carrying it is as
+  // big as the value, to serialize, send and parse on every put.
+  static void Fill(const Req& q, const v1::CommandResult& r, Resp* out) {
+    if (q.prev_kv() && r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
   }
 };
 
@@ -499,9 +501,9 @@ struct DeleteMethod : MethodTypes<v1::DeleteRequest, v1::DeleteResponse> {
     c->set_sequence(q->sequence());
     c->mutable_delete_()->set_key(std::move(*q->mutable_key()));
   }
-  static void Fill(const v1::CommandResult& r, Resp* out) {
+  static void Fill(const Req& q, const v1::CommandResult& r, Resp* out) {
     out->set_deleted(r.code() == v1::CommandResult::OK);
-    if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
+    if (q.prev_kv() && r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
   }
 };
 
@@ -542,7 +544,7 @@ struct CompareAndSwapMethod
         cas->set_expect_absent(true);
     }
   }
-  static void Fill(const v1::CommandResult& r, Resp* out) {
+  static void Fill(const Req&, const v1::CommandResult& r, Resp* out) {
     if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
   }
 };

@@ -47,6 +47,7 @@ Flags:
   --timeout_ms=N          per-call deadline (default 5000)
   --serializable          reads may be served locally by the contacted node
   --limit=N               range: at most N keys (default 0 = server cap)
+  --prev_kv               put, del: also print the value the key had before
   --client_id=N --sequence=N   exactly-once write session
 )";
 
@@ -56,6 +57,7 @@ struct Options {
   int timeout_ms = 5000;
   bool serializable = false;
   bool absent = false;
+  bool prev_kv = false;
   int64_t limit = 0;
   uint64_t client_id = 0;
   uint64_t sequence = 0;
@@ -138,6 +140,7 @@ int Put(const Options& o, const std::vector<std::string>& args) {
   req.set_value(args[1]);
   req.set_client_id(o.client_id);
   req.set_sequence(o.sequence);
+  req.set_prev_kv(o.prev_kv);
   v1::PutResponse resp;
   std::string ep;
   grpc::Status s = WithFailover(o, &ep, [&](v1::KV::Stub* stub, grpc::ClientContext* ctx) {
@@ -145,6 +148,7 @@ int Put(const Options& o, const std::vector<std::string>& args) {
   });
   if (!s.ok()) return RpcError(ep, s);
   std::cout << (o.json ? Json(resp) : "OK") << "\n";
+  if (!o.json && resp.has_prev_kv()) std::cout << resp.prev_kv().value() << "\n";
   return 0;
 }
 
@@ -174,6 +178,7 @@ int Del(const Options& o, const std::vector<std::string>& args) {
   req.set_key(args[0]);
   req.set_client_id(o.client_id);
   req.set_sequence(o.sequence);
+  req.set_prev_kv(o.prev_kv);
   v1::DeleteResponse resp;
   std::string ep;
   grpc::Status s = WithFailover(o, &ep, [&](v1::KV::Stub* stub, grpc::ClientContext* ctx) {
@@ -181,6 +186,7 @@ int Del(const Options& o, const std::vector<std::string>& args) {
   });
   if (!s.ok()) return RpcError(ep, s);
   std::cout << (o.json ? Json(resp) : (resp.deleted() ? "1" : "0")) << "\n";
+  if (!o.json && resp.has_prev_kv()) std::cout << resp.prev_kv().value() << "\n";
   return 0;
 }
 
@@ -228,6 +234,7 @@ int Cas(const Options& o, const std::vector<std::string>& args) {
   });
   if (!s.ok()) return RpcError(ep, s);
   std::cout << (o.json ? Json(resp) : "OK") << "\n";
+  if (!o.json && resp.has_prev_kv()) std::cout << resp.prev_kv().value() << "\n";
   return 0;
 }
 
@@ -381,6 +388,8 @@ int Main(int argc, char** argv) {
       o.serializable = true;
     } else if (a == "--absent") {
       o.absent = true;
+    } else if (a == "--prev_kv") {
+      o.prev_kv = true;
     } else if (a.size() > 1 && a[0] == '-' && a != "--" && pos.empty()) {
       return Error(absl::StrCat("unknown flag ", a, " (see raftctl --help)"));
     } else if (a == "--") {

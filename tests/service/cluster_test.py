@@ -248,10 +248,23 @@ class ClusterTest(unittest.TestCase):
                                       timeout=3)
         self.assertEqual(len(rng.kvs), 4)
         self.assertTrue(rng.more)
-        # Delete and compare-and-swap, through a follower.
+        # The old value comes back only when asked for (as in etcd), on the
+        # leader and through a follower alike.
         follower = next(i for i in self.c.ids if i != leader)
+        for node in (leader, follower):
+            self.assertFalse(self.c.put(node, b"key-2-0", b"new").HasField("prev_kv"))
+            r = self.c.put(node, b"key-2-0", b"newer", prev_kv=True)
+            self.assertEqual((r.prev_kv.key, r.prev_kv.value), (b"key-2-0", b"new"))
+            self.assertFalse(self.c.put(node, b"fresh-%d" % node, b"v",
+                                        prev_kv=True).HasField("prev_kv"))
+        # Delete and compare-and-swap, through a follower.
         kv = self.c.kv(follower)
-        self.assertTrue(kv.Delete(kv_pb2.DeleteRequest(key=b"key-1-0"), timeout=3).deleted)
+        d = kv.Delete(kv_pb2.DeleteRequest(key=b"key-2-0", prev_kv=True), timeout=3)
+        self.assertTrue(d.deleted)
+        self.assertEqual(d.prev_kv.value, b"newer")
+        d = kv.Delete(kv_pb2.DeleteRequest(key=b"key-1-0"), timeout=3)
+        self.assertTrue(d.deleted)
+        self.assertFalse(d.HasField("prev_kv"))
         self.assertFalse(kv.Delete(kv_pb2.DeleteRequest(key=b"key-1-0"), timeout=3).deleted)
         self.assertFalse(self.c.get(leader, b"key-1-0").found)
         kv.CompareAndSwap(kv_pb2.CompareAndSwapRequest(key=b"cas", expect_absent=True,
@@ -681,6 +694,10 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         r = ctl("get", "hello")
         self.assertEqual((r.returncode, r.stdout), (0, "world\n"), r.stderr)
+        r = ctl("put", "--prev_kv", "hello", "again")
+        self.assertEqual((r.returncode, r.stdout), (0, "OK\nworld\n"), r.stderr)
+        r = ctl("put", "hello", "world")
+        self.assertEqual((r.returncode, r.stdout), (0, "OK\n"), r.stderr)
         r = ctl("get", "absent")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("not found", r.stderr)
