@@ -408,7 +408,7 @@ class WriteCall final : public UnaryCall<M>, public WriteWaiter {
     // answers once the leader says it is applied.
     v1::Command command;
     M::Build(&this->req_, &command);
-    driver->Forward(command.SerializeAsString(), std::move(waiter));
+    driver->Forward(command.SerializeAsString(), std::move(waiter), M::WantsPrevKv(this->req_));
   }
 };
 
@@ -481,6 +481,7 @@ struct PutMethod : MethodTypes<v1::PutRequest, v1::PutResponse> {
   }
   // The old value goes back only when asked for: a reply carrying it is as
   // big as the value, to serialize, send and parse on every put.
+  static bool WantsPrevKv(const Req& q) { return q.prev_kv(); }
   static void Fill(const Req& q, const v1::CommandResult& r, Resp* out) {
     if (q.prev_kv() && r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
   }
@@ -501,6 +502,7 @@ struct DeleteMethod : MethodTypes<v1::DeleteRequest, v1::DeleteResponse> {
     c->set_sequence(q->sequence());
     c->mutable_delete_()->set_key(std::move(*q->mutable_key()));
   }
+  static bool WantsPrevKv(const Req& q) { return q.prev_kv(); }
   static void Fill(const Req& q, const v1::CommandResult& r, Resp* out) {
     out->set_deleted(r.code() == v1::CommandResult::OK);
     if (q.prev_kv() && r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
@@ -544,6 +546,8 @@ struct CompareAndSwapMethod
         cas->set_expect_absent(true);
     }
   }
+  // The key as it was: what a failed comparison is told it did not match.
+  static bool WantsPrevKv(const Req&) { return true; }
   static void Fill(const Req&, const v1::CommandResult& r, Resp* out) {
     if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
   }

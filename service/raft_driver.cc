@@ -120,8 +120,9 @@ void RaftDriver::Propose(std::string data, std::shared_ptr<WriteWaiter> waiter) 
   Push(ProposeEvent{std::move(data), std::move(waiter)});
 }
 
-void RaftDriver::Forward(std::string data, std::shared_ptr<WriteWaiter> waiter) {
-  Push(ForwardEvent{std::move(data), std::move(waiter)});
+void RaftDriver::Forward(std::string data, std::shared_ptr<WriteWaiter> waiter,
+                         bool want_prev_kv) {
+  Push(ForwardEvent{std::move(data), std::move(waiter), want_prev_kv});
 }
 
 void RaftDriver::Read(std::shared_ptr<ReadWaiter> waiter) { Push(ReadEvent{std::move(waiter)}); }
@@ -162,18 +163,28 @@ class RaftDriver::ForwardedAnswer {
 // Answers a forwarded write once it is applied here or failed.
 class RaftDriver::ForwardedWriteWaiter final : public WriteWaiter, ForwardedAnswer {
  public:
-  using ForwardedAnswer::ForwardedAnswer;
+  ForwardedWriteWaiter(RaftDriver* driver, uint64_t follower, uint64_t id, bool omit_prev_kv)
+      : ForwardedAnswer(driver, follower, id), omit_prev_kv_(omit_prev_kv) {}
 
   void Applied(const v1::CommandResult& result, uint64_t term) override {
     Answer(&raft::Message::mutable_forward_response, [&](v1::ForwardResponse* r) {
       r->set_applied(true);
       r->set_term(term);
-      result.SerializeToString(r->mutable_result());
+      if (omit_prev_kv_ && result.has_prev_kv()) {
+        v1::CommandResult without = result;
+        without.clear_prev_kv();
+        without.SerializeToString(r->mutable_result());
+      } else {
+        result.SerializeToString(r->mutable_result());
+      }
     });
   }
   void Failed(const absl::Status& status) override {
     AnswerError(&raft::Message::mutable_forward_response, status);
   }
+
+ private:
+  const bool omit_prev_kv_;
 };
 
 // Answers a follower's read-index request once this leader has confirmed
@@ -344,6 +355,7 @@ void RaftDriver::Forward(ForwardEvent& f) {
   v1::ForwardRequest* req = m.mutable_forward_request();
   req->set_id(id);
   req->set_command(std::move(f.data));
+  req->set_omit_prev_kv(!f.want_prev_kv);
   SendOne(std::move(m));
 }
 
@@ -363,7 +375,8 @@ void RaftDriver::SendOne(raft::Message m) {
 void RaftDriver::Receive(const raft::Message& m) {
   if (m.has_forward_request()) {
     // The follower's answer goes back whatever happens: it waits for it.
-    auto waiter = std::make_shared<ForwardedWriteWaiter>(this, m.from(), m.forward_request().id());
+    auto waiter = std::make_shared<ForwardedWriteWaiter>(this, m.from(), m.forward_request().id(),
+                                                         m.forward_request().omit_prev_kv());
     ProposeEvent p{m.forward_request().command(), waiter};
     Propose(p);
     return;

@@ -80,8 +80,10 @@ class RaftDriver {
   // Like Propose(), from any node: a follower carries the write to the
   // leader over the peer stream (ForwardRequest) and the waiter learns the
   // leader's answer; it fails UNAVAILABLE (outcome unknown) when the leader
-  // changes first or no answer comes within kForwardTimeout.
-  void Forward(std::string data, std::shared_ptr<WriteWaiter> waiter);
+  // changes first or no answer comes within kForwardTimeout. Unless
+  // `want_prev_kv`, the leader's result comes back without the key's
+  // previous value (less to send and parse; the client did not ask for it).
+  void Forward(std::string data, std::shared_ptr<WriteWaiter> waiter, bool want_prev_kv);
   // A linearizable read, from any node. The leader confirms its leadership
   // (ReadIndex); a follower asks the leader for a read index over the peer
   // stream (ForwardReadRequest) and hands the answer to the applier. Reads
@@ -112,6 +114,7 @@ class RaftDriver {
   struct ForwardEvent {
     std::string data;
     std::shared_ptr<WriteWaiter> waiter;
+    bool want_prev_kv;
   };
   // A message produced off the Raft thread (an answer to a follower's
   // forwarded write or read-index request).
