@@ -483,7 +483,7 @@ struct PutMethod : MethodTypes<v1::PutRequest, v1::PutResponse> {
   // big as the value, to serialize, send and parse on every put.
   static bool WantsPrevKv(const Req& q) { return q.prev_kv(); }
   static void Fill(const Req& q, const v1::CommandResult& r, Resp* out) {
-    if (q.prev_kv() && r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
+    if (WantsPrevKv(q) && r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
   }
 };
 
@@ -505,7 +505,7 @@ struct DeleteMethod : MethodTypes<v1::DeleteRequest, v1::DeleteResponse> {
   static bool WantsPrevKv(const Req& q) { return q.prev_kv(); }
   static void Fill(const Req& q, const v1::CommandResult& r, Resp* out) {
     out->set_deleted(r.code() == v1::CommandResult::OK);
-    if (q.prev_kv() && r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
+    if (WantsPrevKv(q) && r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
   }
 };
 

@@ -234,7 +234,6 @@ int Cas(const Options& o, const std::vector<std::string>& args) {
   });
   if (!s.ok()) return RpcError(ep, s);
   std::cout << (o.json ? Json(resp) : "OK") << "\n";
-  if (!o.json && resp.has_prev_kv()) std::cout << resp.prev_kv().value() << "\n";
   return 0;
 }
 
