@@ -357,7 +357,10 @@ class WriteCall final : public UnaryCall<M>, public WriteWaiter {
       h->set_node_id(this->state_->config.id);
       h->set_term(term);
       h->set_revision(r.revision());
-      M::Fill(this->req_, r, &this->resp_);
+      if (M::WantsPrevKv(this->req_) && r.has_prev_kv()) {
+        *this->resp_.mutable_prev_kv() = r.prev_kv();
+      }
+      M::Fill(r, &this->resp_);
     }
     this->FinishClaimed(s);
   }
@@ -452,7 +455,9 @@ class ReadCall final : public UnaryCall<M>, public ReadWaiter {
 };
 
 // Method traits: the generated async entry points, validation, and how a
-// request becomes a Command (writes) or an answer (reads).
+// request becomes a Command (writes) or an answer (reads). A write's answer
+// gets the header and, when WantsPrevKv, the key as it was from
+// WriteCall::Applied; Fill adds what is the method's own.
 template <typename Q, typename R>
 struct MethodTypes {
   using Req = Q;
@@ -482,9 +487,7 @@ struct PutMethod : MethodTypes<v1::PutRequest, v1::PutResponse> {
   // The old value goes back only when asked for: a reply carrying it is as
   // big as the value, to serialize, send and parse on every put.
   static bool WantsPrevKv(const Req& q) { return q.prev_kv(); }
-  static void Fill(const Req& q, const v1::CommandResult& r, Resp* out) {
-    if (WantsPrevKv(q) && r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
-  }
+  static void Fill(const v1::CommandResult&, Resp*) {}
 };
 
 struct DeleteMethod : MethodTypes<v1::DeleteRequest, v1::DeleteResponse> {
@@ -503,9 +506,8 @@ struct DeleteMethod : MethodTypes<v1::DeleteRequest, v1::DeleteResponse> {
     c->mutable_delete_()->set_key(std::move(*q->mutable_key()));
   }
   static bool WantsPrevKv(const Req& q) { return q.prev_kv(); }
-  static void Fill(const Req& q, const v1::CommandResult& r, Resp* out) {
+  static void Fill(const v1::CommandResult& r, Resp* out) {
     out->set_deleted(r.code() == v1::CommandResult::OK);
-    if (WantsPrevKv(q) && r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
   }
 };
 
@@ -548,9 +550,7 @@ struct CompareAndSwapMethod
   }
   // The key as it was: what a failed comparison is told it did not match.
   static bool WantsPrevKv(const Req&) { return true; }
-  static void Fill(const Req&, const v1::CommandResult& r, Resp* out) {
-    if (r.has_prev_kv()) *out->mutable_prev_kv() = r.prev_kv();
-  }
+  static void Fill(const v1::CommandResult&, Resp*) {}
 };
 
 struct GetMethod : MethodTypes<v1::GetRequest, v1::GetResponse> {
