@@ -42,11 +42,15 @@ class FakeServer {
     char fail_digit = 0;  // 0: never fail
     size_t hold = 1;
     std::string role = "leader";
+    // Hold every call until the server stops, and leave deadlines to the client.
+    bool never_reply = false;
   };
 
   explicit FakeServer(Options options) : options_(options), kv_(this), cluster_(this), etcd_(this) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    // Then only the client can end a call at its deadline.
+    if (options_.never_reply) builder.AddChannelArgument(GRPC_ARG_MINIMAL_STACK, 1);
     builder.RegisterService(&kv_);
     builder.RegisterService(&cluster_);
     builder.RegisterService(&etcd_);
@@ -115,9 +119,10 @@ class FakeServer {
       {
         absl::MutexLock lock(&mu_);
         auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stop_ || pending_.size() >= options_.hold;
+          return stop_ || (!options_.never_reply && pending_.size() >= options_.hold);
         };
         mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(20));
+        if (options_.never_reply && !stop_) continue;
         batch.swap(pending_);
         if (stop_ && batch.empty()) return;
       }
@@ -348,6 +353,23 @@ TEST(LoadGeneratorTest, ADurationStopsTheRunAndNothingIsSentAfterIt) {
   EXPECT_EQ(seen, r.ok);
   absl::SleepFor(absl::Milliseconds(50));
   EXPECT_EQ(server.counts().puts, seen);
+}
+
+// A server that never answers (and, on gRPC's minimal stack, does not end
+// calls at their deadline either) cannot hold a run: each call ends at its
+// --timeout on the client.
+TEST(LoadGeneratorTest, ACallThatGetsNoAnswerFailsAtItsTimeout) {
+  FakeServer server({.never_reply = true});
+  const auto o = MustParse({"put", "--endpoints=" + server.endpoint(), "--clients=2",
+                            "--total=4", "--timeout=200ms"});
+  const auto api = NewRaftkvApi();
+  auto g = MustCreate(o, *api, server.endpoint());
+  ASSERT_NE(g, nullptr);
+  const PhaseResult r = g->Run(PhaseOf(o), nullptr);
+  EXPECT_EQ(r.ok, 0u);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors.at(grpc::StatusCode::DEADLINE_EXCEEDED).count, 4u);
+  EXPECT_LT(r.elapsed, absl::Seconds(5));
 }
 
 TEST(LoadGeneratorTest, ARateCapsTheCallsStarted) {
