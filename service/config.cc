@@ -54,9 +54,9 @@ absl::Status ValidateConfig(const NodeConfig& c) {
   if (c.election_ms < 2 * c.heartbeat_ms) {
     return absl::InvalidArgumentError("--election_ms must be at least 2 * --heartbeat_ms");
   }
-  if (c.kv_threads < 1 || c.kv_threads > 64) {
+  if (c.kv_threads < 0 || c.kv_threads > 64) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--kv_threads must be in [1, 64], not ", c.kv_threads));
+        absl::StrCat("--kv_threads must be in [0, 64], not ", c.kv_threads));
   }
   return absl::OkStatus();
 }

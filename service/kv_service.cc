@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "service/cq_tag.h"
 #include "spdlog/spdlog.h"
 
 namespace raftkv::service {
@@ -156,8 +157,11 @@ struct KvService::State {
   v1::KV::AsyncService kv;
   v1::Cluster::AsyncService cluster;
   grpc::health::v1::Health::AsyncService health;
-  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;  // one per KV thread
   std::vector<std::thread> threads;
+  // With --kv_threads=0: the Raft thread's queue, which its thread polls and
+  // on which every call is posted and completed; no KV thread runs.
+  grpc::ServerCompletionQueue* raft_cq = nullptr;
 
   // Calls started (their request arrived) and not yet settled: what
   // --max_pending_requests limits.
@@ -178,9 +182,8 @@ struct KvService::State {
 
 namespace {
 
-// A queue tag is a call's address with the event in its two low bits.
-enum Event : uintptr_t { kRequest = 0, kDone = 1, kFinish = 2, kWrite = 3 };
-constexpr uintptr_t kEventMask = 3;
+// What a call's queue tag stands for.
+enum Event { kRequest = 0, kDone = 1, kFinish = 2, kWrite = 3 };
 // Requests of each method kept posted on each queue, so that calls arriving
 // together are matched at once rather than queued inside gRPC.
 constexpr int kPostedPerMethod = 8;
@@ -203,18 +206,11 @@ class CallBase {
   }
   virtual void OnEvent(Event event, bool ok) = 0;
 
-  static void Dispatch(void* tag, bool ok) {
-    uintptr_t bits = reinterpret_cast<uintptr_t>(tag);
-    reinterpret_cast<CallBase*>(bits & ~kEventMask)->OnEvent(static_cast<Event>(bits & kEventMask),
-                                                             ok);
-  }
-
  protected:
   virtual void Request() = 0;
-  void* Tag(Event event) {
-    static_assert(alignof(CallBase) > kEventMask);
-    return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(this) | event);
-  }
+  // A CqTag, so that the Raft thread can complete a call's events too when
+  // it polls the calls' queue (--kv_threads=0).
+  void* Tag(Event event) { return &tags_[event]; }
   // The queue is done with this object: drops its own reference, which may
   // destroy it (a waiter may still hold the shell).
   void Release() {
@@ -227,6 +223,19 @@ class CallBase {
   KvService::State* const state_;
   grpc::ServerCompletionQueue* const cq_;
   std::shared_ptr<CallBase> self_;  // set while the queue may return a tag
+
+ private:
+  class EventTag final : public CqTag {
+   public:
+    EventTag(CallBase* call, Event event) : call_(call), event_(event) {}
+    // The call may be destroyed inside OnEvent: nothing of it is touched after.
+    void OnComplete(bool ok) override { call_->OnEvent(event_, ok); }
+
+   private:
+    CallBase* const call_;
+    const Event event_;
+  };
+  EventTag tags_[4] = {{this, kRequest}, {this, kDone}, {this, kFinish}, {this, kWrite}};
 };
 
 template <typename C>
@@ -916,7 +925,7 @@ void KvService::State::Run(size_t index) {
   grpc::ServerCompletionQueue* cq = cqs[index].get();
   void* tag = nullptr;
   bool ok = false;
-  while (cq->Next(&tag, &ok)) CallBase::Dispatch(tag, ok);
+  while (cq->Next(&tag, &ok)) static_cast<CqTag*>(tag)->OnComplete(ok);
 }
 
 KvService::KvService(const NodeConfig& config, RaftDriver* driver, Applier* applier)
@@ -924,10 +933,14 @@ KvService::KvService(const NodeConfig& config, RaftDriver* driver, Applier* appl
 
 KvService::~KvService() = default;
 
-void KvService::Register(grpc::ServerBuilder* builder) {
+void KvService::Register(grpc::ServerBuilder* builder, grpc::ServerCompletionQueue* raft_cq) {
   builder->RegisterService(&state_->kv);
   builder->RegisterService(&state_->cluster);
   builder->RegisterService(&state_->health);
+  if (state_->config.kv_threads == 0) {
+    state_->raft_cq = raft_cq;
+    return;
+  }
   for (int i = 0; i < state_->config.kv_threads; ++i) {
     state_->cqs.push_back(builder->AddCompletionQueue());
   }
@@ -935,6 +948,10 @@ void KvService::Register(grpc::ServerBuilder* builder) {
 
 void KvService::Start() {
   State* st = state_.get();
+  if (st->raft_cq != nullptr) {
+    st->PostAll(st->raft_cq);
+    return;
+  }
   for (auto& cq : st->cqs) st->PostAll(cq.get());
   for (size_t i = 0; i < st->cqs.size(); ++i) {
     st->threads.emplace_back([st, i] { st->Run(i); });
@@ -959,6 +976,7 @@ bool KvService::Shutdown(absl::Duration timeout) {
     (void)state_.release();
     return false;
   }
+  // The Raft thread's queue (--kv_threads=0) is the driver's to shut down.
   for (auto& cq : st->cqs) cq->Shutdown();
   for (std::thread& t : st->threads) t.join();
   st->threads.clear();

@@ -44,7 +44,9 @@ namespace raftkv::service {
 // completion queue. A thread that takes a tag off its queue runs the handler
 // itself, so a request is parsed, validated and handed to the Raft thread (or
 // answered, for a serializable read) without any hand-off between gRPC
-// threads.
+// threads. With kv_threads == 0 there is no KV thread: the calls live on the
+// Raft thread's queue (Register()), and "the queue's thread" below is the
+// Raft thread, which then also runs every handler (they never block).
 //
 // One heap object per call (a UnaryCall in kv_service.cc, owned through a
 // shared_ptr by its queue and by whoever holds its waiter) holds the
@@ -84,8 +86,11 @@ class KvService {
   KvService& operator=(const KvService&) = delete;
 
   // Before builder->BuildAndStart(): registers the services and adds one
-  // completion queue per thread.
-  void Register(grpc::ServerBuilder* builder);
+  // completion queue per KV thread. With config.kv_threads == 0, `builder`
+  // is the peer server's and the calls go on `raft_cq`, its queue, which the
+  // Raft thread polls: that thread then runs the handlers and completes the
+  // calls itself, and no KV thread starts.
+  void Register(grpc::ServerBuilder* builder, grpc::ServerCompletionQueue* raft_cq);
   // After BuildAndStart(): posts the first requests and starts the threads.
   void Start();
   // What health checks answer: SERVING or NOT_SERVING (until the first call,

@@ -66,8 +66,11 @@ ABSL_FLAG(int, max_pending_requests, 10000,
           "Env: RAFTKV_MAX_PENDING_REQUESTS.");
 ABSL_FLAG(int, kv_threads, 1,
           "Threads serving the client port (KV, Cluster, health), each polling its own gRPC "
-          "completion queue and running the handlers of the calls it receives (1..64). More "
-          "threads help only with cores to spare. Env: RAFTKV_KV_THREADS.");
+          "completion queue and running the handlers of the calls it receives (0..64). More "
+          "threads help only with cores to spare. 0: the Raft thread serves clients itself, "
+          "with no hand-off per request (faster reads and lone clients, slower loaded writes: "
+          "no call is read while the log syncs); the peer port then answers client calls too. "
+          "Env: RAFTKV_KV_THREADS.");
 ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error. Env: RAFTKV_LOG_LEVEL.");
 
@@ -197,8 +200,12 @@ int Run(int argc, char** argv) {
   // threads would poll every socket of the process.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
-  // Peer server first: its port belongs to no client. Its completion queue
-  // is the Raft thread's: peer streams are served on that thread.
+  // The Raft thread polls the peer server's completion queue: peer streams
+  // are served on that thread. With --kv_threads=0 the same server listens
+  // on the client port too and runs the client services on that queue, so
+  // the Raft thread serves clients as well (each port then answers both
+  // kinds of call; a peer stream still has to name its cluster and sender).
+  const bool clients_on_raft_thread = config.kv_threads == 0;
   grpc::ServerBuilder peer_builder;
   int peer_port = 0;
   peer_builder.AddListeningPort(config.peer_listen, grpc::InsecureServerCredentials(), &peer_port);
@@ -209,10 +216,6 @@ int Run(int argc, char** argv) {
   // start silently and steal half the connections. Fail at start-up instead.
   peer_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   AcceptPeerKeepalives(&peer_builder);
-  std::unique_ptr<grpc::Server> peer_server = peer_builder.BuildAndStart();
-  if (!peer_server || peer_port == 0) {
-    return Fail("listening for peers", absl::UnavailableError("cannot bind " + config.peer_listen));
-  }
 
   DriverOptions dopts;
   dopts.id = config.id;
@@ -221,29 +224,36 @@ int Run(int argc, char** argv) {
   dopts.thrifty_replication = config.thrifty_replication;
   absl::StatusOr<std::unique_ptr<RaftDriver>> driver =
       RaftDriver::Create(dopts, backends->log.get(), &applier, &transport, raft_cq.get());
-  if (!driver.ok()) {
-    peer_server->Shutdown();
-    return Fail("starting the Raft core", driver.status());
-  }
+  if (!driver.ok()) return Fail("starting the Raft core", driver.status());
 
   KvService kv(config, driver->get(), &applier);
-
-  grpc::ServerBuilder client_builder;
   int client_port = 0;
-  client_builder.AddListeningPort(config.client_listen, grpc::InsecureServerCredentials(),
-                                  &client_port);
-  kv.Register(&client_builder);
-  // Minimal stack (see PERF-NOTES.md): sizes are checked by the handlers;
-  // deadline checks are switched back on explicitly.
-  client_builder.AddChannelArgument(GRPC_ARG_MINIMAL_STACK, 1);
-  client_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  client_builder.AddChannelArgument(GRPC_ARG_ENABLE_DEADLINE_CHECKS, 1);
-  // Clients may keep their channels alive with pings as often as peers do
-  // (long-lived watchers of health, load balancers) without a GOAWAY.
-  AcceptPeerKeepalives(&client_builder);
-  client_builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_value_bytes) + (64 << 10));
-  std::unique_ptr<grpc::Server> client_server = client_builder.BuildAndStart();
-  if (!client_server || client_port == 0) {
+  grpc::ServerBuilder client_builder;
+  grpc::ServerBuilder& client_side = clients_on_raft_thread ? peer_builder : client_builder;
+  client_side.AddListeningPort(config.client_listen, grpc::InsecureServerCredentials(),
+                               &client_port);
+  kv.Register(&client_side, raft_cq.get());
+  if (!clients_on_raft_thread) {
+    // Minimal stack (see PERF-NOTES.md): sizes are checked by the handlers;
+    // deadline checks are switched back on explicitly. (On the shared server
+    // the peer settings stay: the handlers check sizes either way.)
+    client_builder.AddChannelArgument(GRPC_ARG_MINIMAL_STACK, 1);
+    client_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    client_builder.AddChannelArgument(GRPC_ARG_ENABLE_DEADLINE_CHECKS, 1);
+    // Clients may keep their channels alive with pings as often as peers do
+    // (long-lived watchers of health, load balancers) without a GOAWAY.
+    AcceptPeerKeepalives(&client_builder);
+    client_builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_value_bytes) +
+                                            (64 << 10));
+  }
+
+  std::unique_ptr<grpc::Server> peer_server = peer_builder.BuildAndStart();
+  if (!peer_server || peer_port == 0) {
+    return Fail("listening for peers", absl::UnavailableError("cannot bind " + config.peer_listen));
+  }
+  std::unique_ptr<grpc::Server> client_server;
+  if (!clients_on_raft_thread) client_server = client_builder.BuildAndStart();
+  if ((!clients_on_raft_thread && !client_server) || client_port == 0) {
     peer_server->Shutdown();
     return Fail("listening for clients",
                 absl::UnavailableError("cannot bind " + config.client_listen));
@@ -262,7 +272,10 @@ int Run(int argc, char** argv) {
 
   // Clients first, while Raft still runs, so calls in progress can finish.
   kv.SetServing(false);
-  client_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // With --kv_threads=0 this is the peer server: its streams stay up until
+  // the deadline, so Raft can still commit what the clients wait for.
+  grpc::Server* clients = client_server ? client_server.get() : peer_server.get();
+  clients->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   // Every KV call is finished or cancelled now; the KV threads settle them,
   // then stop. Raft and apply still run, so waiters may complete meanwhile.
   if (!kv.Shutdown(absl::Seconds(5))) {
@@ -274,7 +287,7 @@ int Run(int argc, char** argv) {
   if (absl::Status s = backends->state_machine->Sync(); !s.ok()) {
     spdlog::error("syncing the state machine failed: {}", s.ToString());
   }
-  client_server->Wait();
+  if (client_server) client_server->Wait();
   peer_server->Wait();
   spdlog::info("stopped");
   return 0;

@@ -84,7 +84,8 @@ def wait_for(cond, timeout, what, interval=0.05):
 
 
 class Cluster:
-    def __init__(self, n=3):
+    def __init__(self, n=3, node_args=()):
+        self.node_args = list(node_args)  # flags every node starts with
         self.dir = tempfile.mkdtemp(prefix="raftkv-cluster-")
         ports = free_ports(2 * n)
         self.ids = list(range(1, n + 1))
@@ -112,7 +113,7 @@ class Cluster:
         args = [RAFTD, "--id=%d" % i, "--cluster_id=7", "--initial_cluster=" + self.spec,
                 "--data_dir=" + (data_dir or self.data_dir(i)),
                 "--heartbeat_ms=%d" % HEARTBEAT_MS, "--election_ms=%d" % ELECTION_MS,
-                "--log_level=info"] + list(extra)
+                "--log_level=info"] + self.node_args + list(extra)
         self.procs[i] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         if i in self.channels:
@@ -822,6 +823,42 @@ class ClusterTest(unittest.TestCase):
                 pass  # any status: the point is that each call ends
         for i in self.c.ids:
             self.c.stop(i)
+
+
+class ClientsOnRaftThreadTest(ClusterTest):
+    """The same tests with --kv_threads=0: each node's Raft thread serves its clients
+    itself, on the peer server (which then listens on the client port too)."""
+
+    def setUp(self):
+        self.c = Cluster(node_args=["--kv_threads=0"])
+
+    def test_the_raft_thread_serves_clients(self):
+        """No KV thread runs; writes and reads on every node still work, and the client
+        port answers peer streams with the same identity checks as the peer port."""
+        self.c.start_all()
+        leader = self.c.wait_leader()
+        for i in self.c.ids:
+            self.c.put(i, b"k%d" % i, b"v%d" % i)
+        for i in self.c.ids:
+            for j in self.c.ids:
+                self.assertEqual(self.c.get(i, b"k%d" % j).kv.value, b"v%d" % j)
+            task_dir = "/proc/%d/task" % self.c.procs[i].pid
+            names = set()
+            for tid in os.listdir(task_dir):
+                try:
+                    with open(os.path.join(task_dir, tid, "comm")) as f:
+                        names.add(f.read().strip())
+                except FileNotFoundError:  # the thread ended meanwhile
+                    pass
+            self.assertIn("raftkv-raft", names)
+            self.assertFalse([n for n in names if n.startswith("raftkv-kv-")], names)
+        with grpc.insecure_channel(self.c.client[leader]) as ch:
+            with self.assertRaises(grpc.RpcError) as cm:
+                raft_pb2_grpc.RaftStub(ch).Stream(
+                    iter([raft_pb2.MessageBatch()]),
+                    metadata=[("raftkv-cluster-id", "8"), ("raftkv-from", "2")],
+                    timeout=RPC_TIMEOUT)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
 
 
 if __name__ == "__main__":

@@ -63,14 +63,14 @@ TEST(ValidateConfigTest, RejectsMissingDataDirAndBadTimeouts) {
   EXPECT_FALSE(ValidateConfig(c).ok());
 }
 
-TEST(ValidateConfigTest, KvThreadsDefaultToOneAndMustBeOneToSixtyFour) {
+TEST(ValidateConfigTest, KvThreadsDefaultToOneAndMustBeZeroToSixtyFour) {
   EXPECT_EQ(Valid().kv_threads, 1);
-  for (int n : {1, 64}) {
+  for (int n : {0, 1, 64}) {
     NodeConfig c = Valid();
     c.kv_threads = n;
     EXPECT_TRUE(ValidateConfig(c).ok()) << n;
   }
-  for (int n : {0, -1, 65}) {
+  for (int n : {-1, 65}) {
     NodeConfig c = Valid();
     c.kv_threads = n;
     absl::Status s = ValidateConfig(c);
