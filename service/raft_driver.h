@@ -3,6 +3,8 @@
 //
 // The thread sleeps on the peer server's completion queue, which carries
 // everything it reacts to: peer streams (the Transport runs on this thread),
+// client calls too with --kv_threads=0 (KvService posts them there and their
+// handlers run on this thread, pushing into the inbox like any other thread),
 // a wake-up alarm that other threads fire after queueing work in the inbox
 // (proposals, reads, status queries), the tick deadline, and, on a leader
 // whose commit index has stood still for 2 ms, the moment to announce it to
