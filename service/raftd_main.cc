@@ -249,7 +249,11 @@ int Run(int argc, char** argv) {
 
   std::unique_ptr<grpc::Server> peer_server = peer_builder.BuildAndStart();
   if (!peer_server || peer_port == 0) {
-    return Fail("listening for peers", absl::UnavailableError("cannot bind " + config.peer_listen));
+    // With --kv_threads=0 this server holds both ports: either may be the one.
+    return Fail(clients_on_raft_thread ? "listening for peers and clients" : "listening for peers",
+                absl::UnavailableError(absl::StrCat(
+                    "cannot bind ", config.peer_listen,
+                    clients_on_raft_thread ? " or " + config.client_listen : "")));
   }
   std::unique_ptr<grpc::Server> client_server;
   if (!clients_on_raft_thread) client_server = client_builder.BuildAndStart();
