@@ -6,8 +6,9 @@ settings, --logger=zap) and a three-node raftkv cluster (raftd from the build
 tree), all on 127.0.0.1 with ports of their own and data under one temporary
 directory; runs each workload against both systems in turn (alternating which
 goes first), each run preceded by a sync and a warm-up; records every node's peak resident
-memory (VmHWM) and CPU time (utime + stime) just before stopping it; prints one
-table and writes the same as JSON.
+memory (VmHWM) and CPU time (utime + stime) just before stopping it, and the
+machine's CPU steal during each run (/proc/stat: time a hypervisor gave this
+VM's vCPUs to other guests); prints one table and writes the same as JSON.
 
 Everything it starts it stops by PID, and it removes its temporary directory,
 on success, failure or interruption. The full run takes about five minutes
@@ -340,6 +341,31 @@ def fdatasync_us(directory, n=200):
         os.unlink(path)
 
 
+def cpu_jiffies(path="/proc/stat"):
+    """(steal, total) CPU time of the whole machine so far, in jiffies, from the
+    first line of /proc/stat; None where there is no such file."""
+    try:
+        with open(path) as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is already
+    # counted in user and nice).
+    values = [int(v) for v in fields[1:9]]
+    values += [0] * (8 - len(values))
+    return values[7], sum(values)
+
+
+def steal_pct(before, after):
+    """The share of the machine's CPU time between two cpu_jiffies() readings
+    that the hypervisor gave to something else (steal), in percent."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
 def run_one(cluster, bench, system, targets, name, flags, duration, warmup, failures):
     """One bench run of one workload on one system; None (and a failure noted) if it failed."""
     cluster.check_alive()
@@ -350,6 +376,7 @@ def run_one(cluster, bench, system, targets, name, flags, duration, warmup, fail
     # with the sync, loaded puts ran 8-40% faster, for both systems (one run
     # with, two without).
     os.sync()
+    jiffies = cpu_jiffies()
     try:
         res = run_bench(bench, system, targets[system][target], flags, duration, warmup)
     except (Failure, subprocess.TimeoutExpired) as e:
@@ -359,12 +386,16 @@ def run_one(cluster, bench, system, targets, name, flags, duration, warmup, fail
     if res["failed"] or res["exit_code"] != 0 or res["ok"] == 0:
         failures.append(f"{name} on {system}: {res['ok']} ok, {res['failed']} failed,"
                         f" exit {res['exit_code']}, errors {res['errors']}")
+    # On a shared host the hypervisor may run other guests on this VM's
+    # vCPUs; a run that lost a quarter of its CPU time that way measured the
+    # host, not the system.
+    steal = steal_pct(jiffies, cpu_jiffies())
     log(f"{name:36s} {system:6s} {res['throughput']:10.0f} ops/s  "
         f"p99 {res['latency_ms']['p99']:8.2f} ms  failed {res['failed']}  "
-        f"bench cpu {res['bench_cpu_s']:.1f} s")
+        f"bench cpu {res['bench_cpu_s']:.1f} s  steal {fmt(steal)}%")
     return {"throughput": res["throughput"], "p99_ms": res["latency_ms"]["p99"], "ok": res["ok"],
             "failed": res["failed"], "latency_ms": res["latency_ms"], "errors": res["errors"],
-            "bench_cpu_s": res["bench_cpu_s"]}
+            "bench_cpu_s": res["bench_cpu_s"], "steal_pct": steal}
 
 
 def summarize(runs):
@@ -374,7 +405,8 @@ def summarize(runs):
     ranked = sorted(runs, key=lambda r: r["throughput"])
     out = dict(ranked[(len(ranked) - 1) // 2])
     if len(runs) > 1:
-        out["rounds"] = [{"throughput": r["throughput"], "p99_ms": r["p99_ms"]} for r in runs]
+        out["rounds"] = [{"throughput": r["throughput"], "p99_ms": r["p99_ms"],
+                          "steal_pct": r.get("steal_pct")} for r in runs]
     return out
 
 
@@ -384,6 +416,25 @@ def ratio(a, b):
 
 def fmt(v, digits=1):
     return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def steal_summary(rows, systems):
+    """Median and highest steal over every run in `rows`, and which run had the
+    highest; None when no run has a figure."""
+    seen = []
+    for r in rows:
+        for system in systems:
+            res = r.get(system)
+            if not res:
+                continue
+            for run in res.get("rounds", [res]):
+                if run.get("steal_pct") is not None:
+                    seen.append((run["steal_pct"], f"{r['workload']} on {system}"))
+    if not seen:
+        return None
+    values = sorted(v for v, _ in seen)
+    top = max(seen)
+    return {"median": values[(len(values) - 1) // 2], "max": top[0], "max_run": top[1]}
 
 
 def print_table(rows, systems, rounds=1):
@@ -544,12 +595,17 @@ def main():
             cpu = sum(n["cpu_s"] for n in nodes.values())
             per = ", ".join(f"{k} {v['peak_rss_mb']} MB/{v['cpu_s']} s" for k, v in nodes.items())
             print(f"{name}: peak RSS {rss:.1f} MB total, CPU {cpu:.1f} s total ({per})")
+    steal = steal_summary(rows, systems)
+    if steal:
+        print(f"host CPU steal (time the hypervisor gave this VM's vCPUs to others) per run:"
+              f" median {steal['median']}%, highest {steal['max']}% ({steal['max_run']});"
+              " runs that lost more than a few percent measure the host as much as the systems")
     elapsed = time.monotonic() - started
     print(f"fdatasync (4 KiB) {fmt(sync_us, 0)} us on average; the run took {elapsed:.0f} s")
     report = {"mode": "smoke" if args.smoke else "full", "duration_s": duration,
               "rounds": args.rounds,
               "warmup_s": warmup, "elapsed_s": round(elapsed, 1), "workloads": rows,
-              "resources": usage, "failures": failures,
+              "resources": usage, "failures": failures, "steal_pct": steal,
               "fdatasync_us": None if sync_us is None else round(sync_us, 1)}
     if args.json:
         with open(args.json, "w") as f:

@@ -3,6 +3,7 @@
 
 import os
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +40,41 @@ class SummarizeTest(unittest.TestCase):
         compare_etcd.summarize(runs)
         self.assertEqual([r["throughput"] for r in runs], [300.0, 100.0, 200.0])
         self.assertTrue(all("rounds" not in r for r in runs))
+
+
+class StealTest(unittest.TestCase):
+    def write_stat(self, line):
+        path = os.path.join(self.dir.name, "stat")
+        with open(path, "w") as f:
+            f.write(line + "\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+        return path
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+
+    def test_reads_steal_and_total_of_the_whole_machine(self):
+        # user nice system idle iowait irq softirq steal guest guest_nice
+        path = self.write_stat("cpu  100 5 50 800 20 0 5 20 7 0")
+        self.assertEqual(compare_etcd.cpu_jiffies(path), (20, 1000))
+
+    def test_no_stat_file_gives_none(self):
+        self.assertIsNone(compare_etcd.cpu_jiffies(os.path.join(self.dir.name, "missing")))
+        self.assertIsNone(compare_etcd.steal_pct(None, (1, 2)))
+
+    def test_share_of_the_interval(self):
+        self.assertEqual(compare_etcd.steal_pct((20, 1000), (45, 1100)), 25.0)
+        self.assertIsNone(compare_etcd.steal_pct((20, 1000), (20, 1000)))
+
+    def test_summary_covers_every_round_and_names_the_worst(self):
+        a = compare_etcd.summarize([dict(run(100.0, 1.0), steal_pct=2.0),
+                                    dict(run(200.0, 1.0), steal_pct=30.0),
+                                    dict(run(300.0, 1.0), steal_pct=1.0)])
+        b = dict(run(50.0, 1.0), steal_pct=4.0)
+        rows = [{"workload": "put 1 client", "raftkv": a, "etcd": b}]
+        out = compare_etcd.steal_summary(rows, ["etcd", "raftkv"])
+        self.assertEqual(out, {"median": 2.0, "max": 30.0, "max_run": "put 1 client on raftkv"})
+        self.assertIsNone(compare_etcd.steal_summary([{"workload": "w"}], ["etcd"]))
 
 
 class RatioTest(unittest.TestCase):
