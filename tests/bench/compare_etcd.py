@@ -390,9 +390,10 @@ def run_one(cluster, bench, system, targets, name, flags, duration, warmup, fail
     # vCPUs; a run that lost a quarter of its CPU time that way measured the
     # host, not the system.
     steal = steal_pct(jiffies, cpu_jiffies())
+    steal_text = "unknown" if steal is None else f"{steal}%"
     log(f"{name:36s} {system:6s} {res['throughput']:10.0f} ops/s  "
         f"p99 {res['latency_ms']['p99']:8.2f} ms  failed {res['failed']}  "
-        f"bench cpu {res['bench_cpu_s']:.1f} s  steal {fmt(steal)}%")
+        f"bench cpu {res['bench_cpu_s']:.1f} s  steal {steal_text}")
     return {"throughput": res["throughput"], "p99_ms": res["latency_ms"]["p99"], "ok": res["ok"],
             "failed": res["failed"], "latency_ms": res["latency_ms"], "errors": res["errors"],
             "bench_cpu_s": res["bench_cpu_s"], "steal_pct": steal}
