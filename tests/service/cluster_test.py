@@ -83,6 +83,19 @@ def wait_for(cond, timeout, what, interval=0.05):
                          % (timeout, what, last_error))
 
 
+def thread_names(pid):
+    """The names of process pid's threads, one per thread."""
+    task_dir = "/proc/%d/task" % pid
+    names = []
+    for tid in os.listdir(task_dir):
+        try:
+            with open(os.path.join(task_dir, tid, "comm")) as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
+    return names
+
+
 class Cluster:
     def __init__(self, n=3, node_args=()):
         self.node_args = list(node_args)  # flags every node starts with
@@ -496,6 +509,18 @@ class ClusterTest(unittest.TestCase):
                 self.assertEqual(self.c.get(i, b"k").kv.value, b"after")
         self.c.signal(old, signal.SIGCONT)
 
+    def test_threads_are_named_for_their_work(self):
+        """Each node runs one Raft, one apply and one KV thread, and LevelDB's compactions
+        run on a thread of their own name (not one that took the name of the thread that
+        happened to start it), so per-thread tools tell them apart."""
+        self.c.start_all()
+        leader = self.c.wait_leader()
+        self.c.put(leader, b"named", b"v")
+        for i in self.c.ids:
+            names = thread_names(self.c.procs[i].pid)
+            for name in ("raftkv-raft", "raftkv-apply", "raftkv-kv-0", "leveldb-compact"):
+                self.assertEqual(names.count(name), 1, (i, name, sorted(names)))
+
     def test_a_follower_applies_writes_soon_after_they_pause(self):
         """Thrifty replication sends followers no commit index on its own; once commits
         stand still for a moment the leader announces the last one. With heartbeats 1 s
@@ -842,14 +867,7 @@ class ClientsOnRaftThreadTest(ClusterTest):
         for i in self.c.ids:
             for j in self.c.ids:
                 self.assertEqual(self.c.get(i, b"k%d" % j).kv.value, b"v%d" % j)
-            task_dir = "/proc/%d/task" % self.c.procs[i].pid
-            names = set()
-            for tid in os.listdir(task_dir):
-                try:
-                    with open(os.path.join(task_dir, tid, "comm")) as f:
-                        names.add(f.read().strip())
-                except FileNotFoundError:  # the thread ended meanwhile
-                    pass
+            names = set(thread_names(self.c.procs[i].pid))
             self.assertIn("raftkv-raft", names)
             self.assertFalse([n for n in names if n.startswith("raftkv-kv-")], names)
         with grpc.insecure_channel(self.c.client[leader]) as ch:
