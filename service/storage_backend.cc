@@ -65,12 +65,12 @@ class LevelDbStateMachine : public StateMachineBackend {
 // "raftkv-apply". Starting it here under its own name lets per-thread tools
 // (top -H, perf) tell compactions from the Raft and apply threads.
 void NameLevelDbBackgroundThread() {
-  static const bool started = [] {
+  static const bool scheduled = [] {
     leveldb::Env::Default()->Schedule(
         [](void*) { pthread_setname_np(pthread_self(), "leveldb-compact"); }, nullptr);
     return true;
   }();
-  (void)started;
+  (void)scheduled;
 }
 
 }  // namespace

@@ -516,9 +516,15 @@ class ClusterTest(unittest.TestCase):
         self.c.start_all()
         leader = self.c.wait_leader()
         self.c.put(leader, b"named", b"v")
+        expected = ["raftkv-raft", "raftkv-apply", "leveldb-compact"]
+        if "--kv_threads=0" not in self.c.node_args:
+            expected.append("raftkv-kv-0")
         for i in self.c.ids:
+            # The compaction thread names itself once it runs.
+            wait_for(lambda: "leveldb-compact" in thread_names(self.c.procs[i].pid), 5,
+                     "node %d's leveldb-compact thread" % i)
             names = thread_names(self.c.procs[i].pid)
-            for name in ("raftkv-raft", "raftkv-apply", "raftkv-kv-0", "leveldb-compact"):
+            for name in expected:
                 self.assertEqual(names.count(name), 1, (i, name, sorted(names)))
 
     def test_a_follower_applies_writes_soon_after_they_pause(self):
