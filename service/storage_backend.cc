@@ -4,10 +4,7 @@
 // Layout of a data directory: DIR/log (the Raft log) and DIR/kv (the state
 // machine). The log records (cluster id, node id) on first start; a data
 // directory of another node or cluster is refused before anything is written.
-#include <pthread.h>
-
 #include "absl/strings/str_cat.h"
-#include "leveldb/env.h"
 #include "service/backend.h"
 #include "spdlog/spdlog.h"
 #include "storage/log_store.h"
@@ -59,26 +56,11 @@ class LevelDbStateMachine : public StateMachineBackend {
   std::unique_ptr<storage::StateMachine> sm_;
 };
 
-// LevelDB runs the compactions of every database in the process on one
-// background thread, started by the first Schedule() and named after the
-// thread that called it: under load, a second "raftkv-raft" or
-// "raftkv-apply". Starting it here under its own name lets per-thread tools
-// (top -H, perf) tell compactions from the Raft and apply threads.
-void NameLevelDbBackgroundThread() {
-  static const bool scheduled = [] {
-    leveldb::Env::Default()->Schedule(
-        [](void*) { pthread_setname_np(pthread_self(), "leveldb-compact"); }, nullptr);
-    return true;
-  }();
-  (void)scheduled;
-}
-
 }  // namespace
 
 absl::StatusOr<Backends> OpenBackends(const std::string& data_dir, uint64_t cluster_id,
                                       uint64_t node_id,
                                       const std::vector<uint64_t>& initial_voters) {
-  NameLevelDbBackgroundThread();
   absl::StatusOr<std::unique_ptr<storage::LogStore>> log =
       storage::LogStore::Open(data_dir + "/log", storage::LogStoreOptions{});
   if (!log.ok()) return log.status();
