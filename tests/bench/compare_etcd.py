@@ -196,6 +196,17 @@ class Cluster:
         for n in self.nodes:
             n.stop()
 
+    def cpu_s(self):
+        """CPU seconds the cluster's running servers have used so far."""
+        total = 0.0
+        for n in self.nodes:
+            if n.alive():
+                try:
+                    total += proc_usage(n.proc.pid)[1]
+                except (OSError, ValueError):
+                    pass  # exited just now; check_alive() reports it
+        return total
+
     def usage(self):
         out = {}
         for n in self.nodes:
@@ -303,23 +314,36 @@ def wait_ports(cluster, timeout_s=30):
     wait_until(f"{cluster.system}'s client ports", ready, timeout_s)
 
 
-def run_bench(bench, system, endpoints, flags, duration_s, warmup_s):
+def run_bench(bench, system, endpoints, flags, duration_s, warmup_s, on_measure=None):
+    """Runs the load generator and returns its JSON result. `on_measure`, if
+    given, is called once the warm-up is over, when the measured part begins."""
     api = "etcd" if system == "etcd" else "raftkv"
     argv = [bench] + flags[:1] + [f"--api={api}", "--endpoints=" + ",".join(endpoints)] + \
         flags[1:] + COMMON_FLAGS + [f"--duration={duration_s}s", f"--warmup={warmup_s}s"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run(argv, capture_output=True, text=True,
-                       timeout=duration_s + warmup_s + 120)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if on_measure is not None:
+            try:
+                proc.wait(timeout=warmup_s)  # returns at once if the bench failed early
+            except subprocess.TimeoutExpired:
+                on_measure()
+        stdout, stderr = proc.communicate(timeout=duration_s + warmup_s + 120)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = None
-    if r.stdout.strip():
+    if stdout.strip():
         try:
-            result = json.loads(r.stdout.strip().splitlines()[-1])
+            result = json.loads(stdout.strip().splitlines()[-1])
         except json.JSONDecodeError:
             result = None
     if result is None:
-        raise Failure(f"bench failed (exit {r.returncode}): {' '.join(argv)}\n{r.stderr.strip()}")
-    result["exit_code"] = r.returncode
+        raise Failure(f"bench failed (exit {proc.returncode}): {' '.join(argv)}\n"
+                      f"{stderr.strip()}")
+    result["exit_code"] = proc.returncode
     # The load generator shares the machine's cores with the servers.
     result["bench_cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime -
                                   before.ru_stime, 2)
@@ -366,8 +390,27 @@ def steal_pct(before, after):
     return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
-def run_one(cluster, bench, system, targets, name, flags, duration, warmup, failures):
-    """One bench run of one workload on one system; None (and a failure noted) if it failed."""
+def cpu_per_op_us(cpu_before_s, cpu_after_s, ops):
+    """Server CPU time per completed call, in microseconds; None without calls."""
+    if not ops or cpu_after_s < cpu_before_s:
+        return None
+    return round((cpu_after_s - cpu_before_s) / ops * 1e6, 1)
+
+
+def core_share_pct(cpu_before_s, cpu_after_s, wall_s):
+    """CPU time used over a wall-clock interval, in percent of one core."""
+    if wall_s <= 0 or cpu_after_s < cpu_before_s:
+        return None
+    return round(100.0 * (cpu_after_s - cpu_before_s) / wall_s, 1)
+
+
+def run_one(clusters, bench, system, targets, name, flags, duration, warmup, failures):
+    """One bench run of one workload on one system; None (and a failure noted) if it failed.
+
+    Besides the load generator's figures it records the CPU time the measured
+    system's servers used per completed call, and how busy the other system's
+    idle servers were meanwhile (they share the cores)."""
+    cluster = clusters[system]
     cluster.check_alive()
     target = "all" if "--target=all" in flags else "leader"
     # Each run starts with no dirty pages left by the run before (the other
@@ -377,8 +420,15 @@ def run_one(cluster, bench, system, targets, name, flags, duration, warmup, fail
     # with, two without).
     os.sync()
     jiffies = cpu_jiffies()
+    marks = {}
+
+    def measure_starts():
+        marks["wall"] = time.monotonic()
+        marks["cpu"] = {s: c.cpu_s() for s, c in clusters.items()}
+
     try:
-        res = run_bench(bench, system, targets[system][target], flags, duration, warmup)
+        res = run_bench(bench, system, targets[system][target], flags, duration, warmup,
+                        on_measure=measure_starts)
     except (Failure, subprocess.TimeoutExpired) as e:
         failures.append(f"{name} on {system}: {e}")
         log(f"FAILED {name} on {system}: {e}")
@@ -391,12 +441,23 @@ def run_one(cluster, bench, system, targets, name, flags, duration, warmup, fail
     # host, not the system.
     steal = steal_pct(jiffies, cpu_jiffies())
     steal_text = "unknown" if steal is None else f"{steal}%"
+    server_us = other_pct = None
+    if marks:
+        wall = time.monotonic() - marks["wall"]
+        cpu = {s: c.cpu_s() for s, c in clusters.items()}
+        server_us = cpu_per_op_us(marks["cpu"][system], cpu[system], res["ok"])
+        others = [s for s in clusters if s != system]
+        if others:
+            other_pct = core_share_pct(sum(marks["cpu"][s] for s in others),
+                                       sum(cpu[s] for s in others), wall)
     log(f"{name:36s} {system:6s} {res['throughput']:10.0f} ops/s  "
         f"p99 {res['latency_ms']['p99']:8.2f} ms  failed {res['failed']}  "
-        f"bench cpu {res['bench_cpu_s']:.1f} s  steal {steal_text}")
+        f"bench cpu {res['bench_cpu_s']:.1f} s  steal {steal_text}  "
+        f"servers {fmt(server_us, 0)} us cpu/op  other system {fmt(other_pct)}% of a core")
     return {"throughput": res["throughput"], "p99_ms": res["latency_ms"]["p99"], "ok": res["ok"],
             "failed": res["failed"], "latency_ms": res["latency_ms"], "errors": res["errors"],
-            "bench_cpu_s": res["bench_cpu_s"], "steal_pct": steal}
+            "bench_cpu_s": res["bench_cpu_s"], "steal_pct": steal,
+            "server_cpu_us_per_op": server_us, "other_system_cpu_pct": other_pct}
 
 
 def summarize(runs):
@@ -407,7 +468,10 @@ def summarize(runs):
     out = dict(ranked[(len(ranked) - 1) // 2])
     if len(runs) > 1:
         out["rounds"] = [{"throughput": r["throughput"], "p99_ms": r["p99_ms"],
-                          "steal_pct": r.get("steal_pct")} for r in runs]
+                          "steal_pct": r.get("steal_pct"),
+                          "server_cpu_us_per_op": r.get("server_cpu_us_per_op"),
+                          "other_system_cpu_pct": r.get("other_system_cpu_pct")}
+                         for r in runs]
     return out
 
 
@@ -419,9 +483,10 @@ def fmt(v, digits=1):
     return "-" if v is None else f"{v:,.{digits}f}"
 
 
-def steal_summary(rows, systems):
-    """Median and highest steal over every run in `rows`, and which run had the
-    highest; None when no run has a figure."""
+def runs_summary(rows, systems, field):
+    """Median and highest `field` (a per-run figure such as "steal_pct") over
+    every run in `rows`, and which run had the highest; None when no run has
+    a figure."""
     seen = []
     for r in rows:
         for system in systems:
@@ -429,8 +494,8 @@ def steal_summary(rows, systems):
             if not res:
                 continue
             for run in res.get("rounds", [res]):
-                if run.get("steal_pct") is not None:
-                    seen.append((run["steal_pct"], f"{r['workload']} on {system}"))
+                if run.get(field) is not None:
+                    seen.append((run[field], f"{r['workload']} on {system}"))
     if not seen:
         return None
     values = sorted(v for v, _ in seen)
@@ -440,14 +505,16 @@ def steal_summary(rows, systems):
 
 def print_table(rows, systems, rounds=1):
     header = ["workload", "etcd ops/s", "raftkv ops/s", "ratio", "etcd p99 ms", "raftkv p99 ms",
-              "ratio"]
+              "ratio", "etcd cpu us/op", "raftkv cpu us/op"]
     lines = []
     for r in rows:
         e = r.get("etcd") or {}
         k = r.get("raftkv") or {}
         lines.append([r["workload"], fmt(e.get("throughput"), 0), fmt(k.get("throughput"), 0),
                       fmt(r.get("throughput_ratio"), 2), fmt(e.get("p99_ms"), 2),
-                      fmt(k.get("p99_ms"), 2), fmt(r.get("p99_ratio"), 2)])
+                      fmt(k.get("p99_ms"), 2), fmt(r.get("p99_ratio"), 2),
+                      fmt(e.get("server_cpu_us_per_op"), 0),
+                      fmt(k.get("server_cpu_us_per_op"), 0)])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     out = []
     for row in [header] + lines:
@@ -456,7 +523,8 @@ def print_table(rows, systems, rounds=1):
         if row is header:
             out.append("  ".join("-" * w for w in widths))
     print("\n".join(out))
-    print("(ratio: raftkv / etcd; throughput higher is better, p99 lower is better)")
+    print("(ratio: raftkv / etcd; throughput higher is better, p99 lower is better;"
+          " cpu us/op: the three servers' CPU time per call, load generator not included)")
     if rounds > 1:
         print(f"(each system's run of median throughput out of {rounds}; the lower middle one"
               " when even; every round is in the JSON)")
@@ -566,7 +634,7 @@ def main():
                 # Alternate which system goes first, across workloads and rounds.
                 order = systems if (i + round_) % 2 == 0 else list(reversed(systems))
                 for system in order:
-                    res = run_one(clusters[system], bench, system, targets, name, flags,
+                    res = run_one(clusters, bench, system, targets, name, flags,
                                   duration, warmup, failures)
                     if res is not None:
                         runs[system].append(res)
@@ -596,17 +664,22 @@ def main():
             cpu = sum(n["cpu_s"] for n in nodes.values())
             per = ", ".join(f"{k} {v['peak_rss_mb']} MB/{v['cpu_s']} s" for k, v in nodes.items())
             print(f"{name}: peak RSS {rss:.1f} MB total, CPU {cpu:.1f} s total ({per})")
-    steal = steal_summary(rows, systems)
+    steal = runs_summary(rows, systems, "steal_pct")
     if steal:
         print(f"host CPU steal (time the hypervisor gave this VM's vCPUs to others) per run:"
               f" median {steal['median']}%, highest {steal['max']}% ({steal['max_run']});"
               " runs that lost more than a few percent measure the host as much as the systems")
+    idle = runs_summary(rows, systems, "other_system_cpu_pct")
+    if idle:
+        print(f"the other system's idle servers, while one system ran: median {idle['median']}%"
+              f" of a core, highest {idle['max']}% (during {idle['max_run']})")
     elapsed = time.monotonic() - started
     print(f"fdatasync (4 KiB) {fmt(sync_us, 0)} us on average; the run took {elapsed:.0f} s")
     report = {"mode": "smoke" if args.smoke else "full", "duration_s": duration,
               "rounds": args.rounds,
               "warmup_s": warmup, "elapsed_s": round(elapsed, 1), "workloads": rows,
               "resources": usage, "failures": failures, "steal_pct": steal,
+              "other_system_cpu_pct": idle,
               "fdatasync_us": None if sync_us is None else round(sync_us, 1)}
     if args.json:
         with open(args.json, "w") as f:

@@ -4,6 +4,7 @@
 import os
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -72,9 +73,9 @@ class StealTest(unittest.TestCase):
                                     dict(run(300.0, 1.0), steal_pct=1.0)])
         b = dict(run(50.0, 1.0), steal_pct=4.0)
         rows = [{"workload": "put 1 client", "raftkv": a, "etcd": b}]
-        out = compare_etcd.steal_summary(rows, ["etcd", "raftkv"])
+        out = compare_etcd.runs_summary(rows, ["etcd", "raftkv"], "steal_pct")
         self.assertEqual(out, {"median": 2.0, "max": 30.0, "max_run": "put 1 client on raftkv"})
-        self.assertIsNone(compare_etcd.steal_summary([{"workload": "w"}], ["etcd"]))
+        self.assertIsNone(compare_etcd.runs_summary([{"workload": "w"}], ["etcd"], "steal_pct"))
 
 
 class RatioTest(unittest.TestCase):
@@ -82,6 +83,72 @@ class RatioTest(unittest.TestCase):
         self.assertIsNone(compare_etcd.ratio(None, 1.0))
         self.assertIsNone(compare_etcd.ratio(1.0, 0))
         self.assertEqual(compare_etcd.ratio(3.0, 2.0), 1.5)
+
+
+class CpuAccountingTest(unittest.TestCase):
+    def test_per_call_and_share_of_a_core(self):
+        self.assertEqual(compare_etcd.cpu_per_op_us(10.0, 10.5, 10000), 50.0)
+        self.assertEqual(compare_etcd.core_share_pct(3.0, 3.3, 6.0), 5.0)
+
+    def test_no_calls_or_a_counter_going_back_gives_none(self):
+        self.assertIsNone(compare_etcd.cpu_per_op_us(1.0, 2.0, 0))
+        self.assertIsNone(compare_etcd.cpu_per_op_us(2.0, 1.0, 100))
+        self.assertIsNone(compare_etcd.core_share_pct(1.0, 2.0, 0))
+        self.assertIsNone(compare_etcd.core_share_pct(2.0, 1.0, 1.0))
+
+    def test_cluster_cpu_counts_its_running_servers_only(self):
+        d = tempfile.TemporaryDirectory()
+        self.addCleanup(d.cleanup)
+        # Burns about 0.3 s of CPU, then idles until stopped.
+        burn = ("import time\nend = time.process_time() + 0.3\n"
+                "while time.process_time() < end: pass\ntime.sleep(60)\n")
+        cluster = compare_etcd.Cluster("test")
+        node = compare_etcd.Node("busy", [sys.executable, "-c", burn],
+                                 os.path.join(d.name, "busy.log"), 0)
+        cluster.nodes.append(node)
+        self.assertEqual(cluster.cpu_s(), 0.0)  # not started
+        node.start()
+        self.addCleanup(node.stop)
+        deadline = time.monotonic() + 20
+        while cluster.cpu_s() < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertGreaterEqual(cluster.cpu_s(), 0.3)
+        self.assertLess(cluster.cpu_s(), 5.0)
+        node.stop()
+        self.assertEqual(cluster.cpu_s(), 0.0)
+
+
+class RunBenchTest(unittest.TestCase):
+    """run_bench() with a stand-in load generator that sleeps, then prints JSON."""
+
+    def fake_bench(self, sleep_s, exit_code=0):
+        d = tempfile.TemporaryDirectory()
+        self.addCleanup(d.cleanup)
+        path = os.path.join(d.name, "bench")
+        with open(path, "w") as f:
+            f.write(f"#!{sys.executable}\nimport sys, time\ntime.sleep({sleep_s})\n"
+                    f"print('{{\"ok\": 3}}')\nsys.exit({exit_code})\n")
+        os.chmod(path, 0o755)
+        return path
+
+    def test_measuring_starts_after_the_warm_up(self):
+        calls = []
+        started = time.monotonic()
+        res = compare_etcd.run_bench(self.fake_bench(1.0), "raftkv", ["127.0.0.1:1"], ["put"],
+                                     duration_s=0.5, warmup_s=0.4,
+                                     on_measure=lambda: calls.append(time.monotonic()))
+        self.assertEqual(res["ok"], 3)
+        self.assertEqual(res["exit_code"], 0)
+        self.assertEqual(len(calls), 1)
+        self.assertGreaterEqual(calls[0] - started, 0.4)
+
+    def test_a_bench_that_ends_during_the_warm_up_is_not_measured(self):
+        calls = []
+        res = compare_etcd.run_bench(self.fake_bench(0.0, exit_code=3), "raftkv",
+                                     ["127.0.0.1:1"], ["put"], duration_s=0.5, warmup_s=5.0,
+                                     on_measure=lambda: calls.append(1))
+        self.assertEqual(calls, [])
+        self.assertEqual(res["exit_code"], 3)
 
 
 if __name__ == "__main__":
