@@ -316,7 +316,9 @@ def wait_ports(cluster, timeout_s=30):
 
 def run_bench(bench, system, endpoints, flags, duration_s, warmup_s, on_measure=None):
     """Runs the load generator and returns its JSON result. `on_measure`, if
-    given, is called once the warm-up is over, when the measured part begins."""
+    given, is called once the warm-up is over, when the measured part begins.
+    That is timed from the bench's start, so the call comes early by the few
+    milliseconds the bench takes to connect and find the leader."""
     api = "etcd" if system == "etcd" else "raftkv"
     argv = [bench] + flags[:1] + [f"--api={api}", "--endpoints=" + ",".join(endpoints)] + \
         flags[1:] + COMMON_FLAGS + [f"--duration={duration_s}s", f"--warmup={warmup_s}s"]
