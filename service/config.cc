@@ -58,6 +58,10 @@ absl::Status ValidateConfig(const NodeConfig& c) {
     return absl::InvalidArgumentError(
         absl::StrCat("--kv_threads must be in [0, 64], not ", c.kv_threads));
   }
+  if (c.kv_poll_us < 0 || c.kv_poll_us > 10000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv_poll_us must be in [0, 10000], not ", c.kv_poll_us));
+  }
   return absl::OkStatus();
 }
 

@@ -38,6 +38,10 @@ struct NodeConfig {
   // itself (no hand-off per request, but no client call is read while it
   // syncs the log; README).
   int kv_threads = 1;
+  // --kv_poll_us, in [0, 10000]: once a call has ended on a KV thread, how
+  // long that thread polls its queue (yielding between polls) before it
+  // sleeps, so that the client's next request needs no wake-up (queue_poll.h).
+  int kv_poll_us = 100;
 
   std::vector<uint64_t> voter_ids() const;
   const PeerAddress& self() const { return members.at(id); }

@@ -79,5 +79,21 @@ TEST(ValidateConfigTest, KvThreadsDefaultToOneAndMustBeZeroToSixtyFour) {
   }
 }
 
+TEST(ValidateConfigTest, KvPollDefaultsToAHundredMicrosecondsAndIsBounded) {
+  EXPECT_EQ(Valid().kv_poll_us, 100);
+  for (int us : {0, 100, 10000}) {
+    NodeConfig c = Valid();
+    c.kv_poll_us = us;
+    EXPECT_TRUE(ValidateConfig(c).ok()) << us;
+  }
+  for (int us : {-1, 10001}) {
+    NodeConfig c = Valid();
+    c.kv_poll_us = us;
+    absl::Status s = ValidateConfig(c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << us;
+    EXPECT_NE(s.message().find("--kv_poll_us"), absl::string_view::npos) << us;
+  }
+}
+
 }  // namespace
 }  // namespace raftkv::service
