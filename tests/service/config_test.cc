@@ -1,6 +1,8 @@
 // Parsing and checking raftd's start-up configuration (service/config.h).
 #include "service/config.h"
 
+#include <initializer_list>
+
 #include "gtest/gtest.h"
 
 namespace raftkv::service {
@@ -63,36 +65,32 @@ TEST(ValidateConfigTest, RejectsMissingDataDirAndBadTimeouts) {
   EXPECT_FALSE(ValidateConfig(c).ok());
 }
 
+// `field` accepts every value of `good` and refuses every value of `bad`
+// with an error that names `flag`.
+void ExpectBounds(int NodeConfig::*field, std::initializer_list<int> good,
+                  std::initializer_list<int> bad, absl::string_view flag) {
+  for (int v : good) {
+    NodeConfig c = Valid();
+    c.*field = v;
+    EXPECT_TRUE(ValidateConfig(c).ok()) << flag << "=" << v;
+  }
+  for (int v : bad) {
+    NodeConfig c = Valid();
+    c.*field = v;
+    absl::Status s = ValidateConfig(c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << flag << "=" << v;
+    EXPECT_NE(s.message().find(flag), absl::string_view::npos) << flag << "=" << v;
+  }
+}
+
 TEST(ValidateConfigTest, KvThreadsDefaultToOneAndMustBeZeroToSixtyFour) {
   EXPECT_EQ(Valid().kv_threads, 1);
-  for (int n : {0, 1, 64}) {
-    NodeConfig c = Valid();
-    c.kv_threads = n;
-    EXPECT_TRUE(ValidateConfig(c).ok()) << n;
-  }
-  for (int n : {-1, 65}) {
-    NodeConfig c = Valid();
-    c.kv_threads = n;
-    absl::Status s = ValidateConfig(c);
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << n;
-    EXPECT_NE(s.message().find("--kv_threads"), absl::string_view::npos) << n;
-  }
+  ExpectBounds(&NodeConfig::kv_threads, {0, 1, 64}, {-1, 65}, "--kv_threads");
 }
 
 TEST(ValidateConfigTest, KvPollDefaultsToAHundredMicrosecondsAndIsBounded) {
   EXPECT_EQ(Valid().kv_poll_us, 100);
-  for (int us : {0, 100, 10000}) {
-    NodeConfig c = Valid();
-    c.kv_poll_us = us;
-    EXPECT_TRUE(ValidateConfig(c).ok()) << us;
-  }
-  for (int us : {-1, 10001}) {
-    NodeConfig c = Valid();
-    c.kv_poll_us = us;
-    absl::Status s = ValidateConfig(c);
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << us;
-    EXPECT_NE(s.message().find("--kv_poll_us"), absl::string_view::npos) << us;
-  }
+  ExpectBounds(&NodeConfig::kv_poll_us, {0, 100, 10000}, {-1, 10001}, "--kv_poll_us");
 }
 
 }  // namespace

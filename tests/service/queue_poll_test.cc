@@ -27,13 +27,17 @@ class PollThenWaitTest : public ::testing::Test {
     while (cq_.Next(&tag, &ok)) {
     }
   }
+  // Sets alarm_ to complete on the queue with &tag_ after `delay`.
+  void EventIn(absl::Duration delay) {
+    alarm_.Set(&cq_, absl::ToChronoTime(absl::Now() + delay), &tag_);
+  }
   grpc::CompletionQueue cq_;
   int tag_ = 0;
+  grpc::Alarm alarm_;
 };
 
 TEST_F(PollThenWaitTest, AnEventThatArrivesWhilePollingIsReturnedBeforeThePollEnds) {
-  grpc::Alarm alarm;
-  alarm.Set(&cq_, absl::ToChronoTime(absl::Now() + absl::Milliseconds(20)), &tag_);
+  EventIn(absl::Milliseconds(20));
   const absl::Time start = absl::Now();
   void* tag = nullptr;
   bool ok = false;
@@ -45,8 +49,7 @@ TEST_F(PollThenWaitTest, AnEventThatArrivesWhilePollingIsReturnedBeforeThePollEn
 }
 
 TEST_F(PollThenWaitTest, AfterThePollItWaitsForTheNextEvent) {
-  grpc::Alarm alarm;
-  alarm.Set(&cq_, absl::ToChronoTime(absl::Now() + absl::Milliseconds(100)), &tag_);
+  EventIn(absl::Milliseconds(100));
   const absl::Time start = absl::Now();
   void* tag = nullptr;
   bool ok = false;
