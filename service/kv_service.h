@@ -44,7 +44,9 @@ namespace raftkv::service {
 // completion queue. A thread that takes a tag off its queue runs the handler
 // itself, so a request is parsed, validated and handed to the Raft thread (or
 // answered, for a serializable read) without any hand-off between gRPC
-// threads. With kv_threads == 0 there is no KV thread: the calls live on the
+// threads. Once a call has ended on a KV thread, the thread polls its queue
+// for up to config.kv_poll_us before it sleeps (queue_poll.h), so that the
+// client's next request finds it awake. With kv_threads == 0 there is no KV thread: the calls live on the
 // Raft thread's queue (Register()), and "the queue's thread" below is the
 // Raft thread, which then also runs every handler (they never block).
 //

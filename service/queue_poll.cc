@@ -2,6 +2,8 @@
 
 #include <sched.h>
 
+#include <algorithm>
+
 namespace raftkv::service {
 
 grpc::CompletionQueue::NextStatus PollThenWait(grpc::CompletionQueue* cq, void** tag, bool* ok,
