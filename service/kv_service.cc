@@ -19,7 +19,8 @@ namespace {
 // Set when a call settles on this thread, cleared when the thread next
 // waits on its queue: the KV thread then polls for a while before sleeping,
 // since that call's client is likely to send its next request at once
-// (--kv_poll_us). Only the settling thread reads or writes its own copy.
+// (--kv_poll_us). Only the settling thread reads or writes its own copy;
+// with --kv_threads=0 that is the Raft thread, which sets it and never reads it.
 thread_local bool t_call_settled = false;
 
 constexpr char kLeaderMetadata[] = "raftkv-leader";
@@ -941,10 +942,7 @@ void KvService::State::Run(size_t index) {
   while (true) {
     const absl::Duration poll_now = t_call_settled ? poll : absl::ZeroDuration();
     t_call_settled = false;
-    if (PollThenWait(cq, &tag, &ok, poll_now, absl::InfiniteFuture()) !=
-        grpc::CompletionQueue::GOT_EVENT) {
-      break;
-    }
+    if (!PollThenWait(cq, &tag, &ok, poll_now)) break;
     static_cast<CqTag*>(tag)->OnComplete(ok);
   }
 }

@@ -46,9 +46,10 @@ namespace raftkv::service {
 // answered, for a serializable read) without any hand-off between gRPC
 // threads. Once a call has ended on a KV thread, the thread polls its queue
 // for up to config.kv_poll_us before it sleeps (queue_poll.h), so that the
-// client's next request finds it awake. With kv_threads == 0 there is no KV thread: the calls live on the
-// Raft thread's queue (Register()), and "the queue's thread" below is the
-// Raft thread, which then also runs every handler (they never block).
+// client's next request finds it awake. With kv_threads == 0 there is no KV
+// thread: the calls live on the Raft thread's queue (Register()), and "the
+// queue's thread" below is the Raft thread, which then also runs every
+// handler (they never block).
 //
 // One heap object per call (a UnaryCall in kv_service.cc, owned through a
 // shared_ptr by its queue and by whoever holds its waiter) holds the

@@ -2,25 +2,25 @@
 
 #include <sched.h>
 
-#include <algorithm>
-
 namespace raftkv::service {
 
-grpc::CompletionQueue::NextStatus PollThenWait(grpc::CompletionQueue* cq, void** tag, bool* ok,
-                                               absl::Duration poll, absl::Time deadline) {
+bool PollThenWait(grpc::CompletionQueue* cq, void** tag, bool* ok, absl::Duration poll) {
   if (poll > absl::ZeroDuration()) {
     const gpr_timespec no_wait = gpr_inf_past(GPR_CLOCK_MONOTONIC);
-    const absl::Time until = std::min(absl::Now() + poll, deadline);
+    const absl::Time until = absl::Now() + poll;
     do {
-      grpc::CompletionQueue::NextStatus s = cq->AsyncNext(tag, ok, no_wait);
-      if (s != grpc::CompletionQueue::TIMEOUT) return s;
+      switch (cq->AsyncNext(tag, ok, no_wait)) {
+        case grpc::CompletionQueue::GOT_EVENT:
+          return true;
+        case grpc::CompletionQueue::SHUTDOWN:
+          return false;
+        case grpc::CompletionQueue::TIMEOUT:
+          break;
+      }
       sched_yield();
     } while (absl::Now() < until);
   }
-  if (deadline == absl::InfiniteFuture()) {
-    return cq->AsyncNext(tag, ok, gpr_inf_future(GPR_CLOCK_MONOTONIC));
-  }
-  return cq->AsyncNext(tag, ok, absl::ToChronoTime(deadline));
+  return cq->Next(tag, ok);
 }
 
 }  // namespace raftkv::service

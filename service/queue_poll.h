@@ -18,9 +18,9 @@
 namespace raftkv::service {
 
 // Polls `cq` (no wait, then sched_yield()) until an event comes, the queue
-// shuts down or `poll` has passed; then waits on it until `deadline`.
-// Returns what AsyncNext() returns. `poll` <= 0 waits at once.
-grpc::CompletionQueue::NextStatus PollThenWait(grpc::CompletionQueue* cq, void** tag, bool* ok,
-                                               absl::Duration poll, absl::Time deadline);
+// shuts down or `poll` has passed; then waits on it as Next() does. Returns
+// what Next() returns: false once the queue is shut down and drained.
+// `poll` <= 0 waits at once.
+bool PollThenWait(grpc::CompletionQueue* cq, void** tag, bool* ok, absl::Duration poll);
 
 }  // namespace raftkv::service
