@@ -367,6 +367,30 @@ def fdatasync_us(directory, n=200):
         os.unlink(path)
 
 
+def append_sync_us(directory, n=40, size=300):
+    """Median time of `n` appends of `size` bytes, each followed by fdatasync,
+    into a file allocated up front: the shape of a small put's log write.
+    Taken around every run: on a shared host the disk's latency drifts (by
+    half within a minute on some VMs), and a lone client's puts follow it."""
+    path = os.path.join(directory, "append.probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, n * size)
+        os.fsync(fd)
+        block = b"x" * size
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            os.write(fd, block)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - start)
+        times.sort()
+        return round(times[(n - 1) // 2] * 1e6, 1)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
 def cpu_jiffies(path="/proc/stat"):
     """(steal, total) CPU time of the whole machine so far, in jiffies, from the
     first line of /proc/stat; None where there is no such file."""
@@ -406,12 +430,14 @@ def core_share_pct(cpu_before_s, cpu_after_s, wall_s):
     return round(100.0 * (cpu_after_s - cpu_before_s) / wall_s, 1)
 
 
-def run_one(clusters, bench, system, targets, name, flags, duration, warmup, failures):
+def run_one(clusters, bench, system, targets, name, flags, duration, warmup, failures,
+            probe_dir=None):
     """One bench run of one workload on one system; None (and a failure noted) if it failed.
 
     Besides the load generator's figures it records the CPU time the measured
-    system's servers used per completed call, and how busy the other system's
-    idle servers were meanwhile (they share the cores)."""
+    system's servers used per completed call, how busy the other system's
+    idle servers were meanwhile (they share the cores), and, with `probe_dir`,
+    the disk's small-append fdatasync latency just before and just after."""
     cluster = clusters[system]
     cluster.check_alive()
     target = "all" if "--target=all" in flags else "leader"
@@ -421,6 +447,7 @@ def run_one(clusters, bench, system, targets, name, flags, duration, warmup, fai
     # with the sync, loaded puts ran 8-40% faster, for both systems (one run
     # with, two without).
     os.sync()
+    disk_before = append_sync_us(probe_dir) if probe_dir else None
     jiffies = cpu_jiffies()
     marks = {}
 
@@ -443,6 +470,9 @@ def run_one(clusters, bench, system, targets, name, flags, duration, warmup, fai
     # host, not the system.
     steal = steal_pct(jiffies, cpu_jiffies())
     steal_text = "unknown" if steal is None else f"{steal}%"
+    disk_us = None
+    if disk_before is not None:
+        disk_us = round((disk_before + append_sync_us(probe_dir)) / 2, 1)
     server_us = other_pct = None
     if marks:
         wall = time.monotonic() - marks["wall"]
@@ -455,11 +485,13 @@ def run_one(clusters, bench, system, targets, name, flags, duration, warmup, fai
     log(f"{name:36s} {system:6s} {res['throughput']:10.0f} ops/s  "
         f"p99 {res['latency_ms']['p99']:8.2f} ms  failed {res['failed']}  "
         f"bench cpu {res['bench_cpu_s']:.1f} s  steal {steal_text}  "
-        f"servers {fmt(server_us, 0)} us cpu/op  other system {fmt(other_pct)}% of a core")
+        f"servers {fmt(server_us, 0)} us cpu/op  other system {fmt(other_pct)}% of a core  "
+        f"disk {fmt(disk_us, 0)} us")
     return {"throughput": res["throughput"], "p99_ms": res["latency_ms"]["p99"], "ok": res["ok"],
             "failed": res["failed"], "latency_ms": res["latency_ms"], "errors": res["errors"],
             "bench_cpu_s": res["bench_cpu_s"], "steal_pct": steal,
-            "server_cpu_us_per_op": server_us, "other_system_cpu_pct": other_pct}
+            "server_cpu_us_per_op": server_us, "other_system_cpu_pct": other_pct,
+            "disk_sync_us": disk_us}
 
 
 def summarize(runs):
@@ -472,7 +504,8 @@ def summarize(runs):
         out["rounds"] = [{"throughput": r["throughput"], "p99_ms": r["p99_ms"],
                           "steal_pct": r.get("steal_pct"),
                           "server_cpu_us_per_op": r.get("server_cpu_us_per_op"),
-                          "other_system_cpu_pct": r.get("other_system_cpu_pct")}
+                          "other_system_cpu_pct": r.get("other_system_cpu_pct"),
+                          "disk_sync_us": r.get("disk_sync_us")}
                          for r in runs]
     return out
 
@@ -637,7 +670,7 @@ def main():
                 order = systems if (i + round_) % 2 == 0 else list(reversed(systems))
                 for system in order:
                     res = run_one(clusters, bench, system, targets, name, flags,
-                                  duration, warmup, failures)
+                                  duration, warmup, failures, probe_dir=root)
                     if res is not None:
                         runs[system].append(res)
             for system in systems:
@@ -675,13 +708,20 @@ def main():
     if idle:
         print(f"the other system's idle servers, while one system ran: median {idle['median']}%"
               f" of a core, highest {idle['max']}% (during {idle['max_run']})")
+    disk = {s: runs_summary(rows, [s], "disk_sync_us") for s in systems}
+    if any(disk.values()):
+        print("disk, a 300-byte append + fdatasync timed just before and just after each run"
+              " (the mean of the two probes' medians): " + "; ".join(
+                  f"{s}'s runs median {fmt(d['median'], 0)} us, highest {fmt(d['max'], 0)} us"
+                  for s, d in disk.items() if d) +
+              " (every run's in the JSON)")
     elapsed = time.monotonic() - started
     print(f"fdatasync (4 KiB) {fmt(sync_us, 0)} us on average; the run took {elapsed:.0f} s")
     report = {"mode": "smoke" if args.smoke else "full", "duration_s": duration,
               "rounds": args.rounds,
               "warmup_s": warmup, "elapsed_s": round(elapsed, 1), "workloads": rows,
               "resources": usage, "failures": failures, "steal_pct": steal,
-              "other_system_cpu_pct": idle,
+              "other_system_cpu_pct": idle, "disk_sync_us": disk,
               "fdatasync_us": None if sync_us is None else round(sync_us, 1)}
     if args.json:
         with open(args.json, "w") as f:

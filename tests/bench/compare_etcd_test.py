@@ -151,5 +151,41 @@ class RunBenchTest(unittest.TestCase):
         self.assertEqual(res["exit_code"], 3)
 
 
+class DiskProbeTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+
+    def test_times_each_append_with_its_fdatasync_and_leaves_no_file(self):
+        synced = []
+        real = os.fdatasync
+
+        def slow_fdatasync(fd):
+            synced.append(os.fstat(fd).st_size)
+            time.sleep(0.002)
+            real(fd)
+
+        os.fdatasync = slow_fdatasync
+        try:
+            us = compare_etcd.append_sync_us(self.dir.name, n=5, size=100)
+        finally:
+            os.fdatasync = real
+        # Every append is synced, in a file allocated up front (its size
+        # never changes), and the median includes the sync.
+        self.assertEqual(synced, [500] * 5)
+        self.assertGreaterEqual(us, 2000)
+        self.assertEqual(os.listdir(self.dir.name), [])
+
+    def test_every_round_keeps_its_probe(self):
+        runs = [dict(run(300.0, 1.0), disk_sync_us=150.0), dict(run(100.0, 9.0), disk_sync_us=450.0),
+                dict(run(200.0, 5.0), disk_sync_us=300.0)]
+        out = compare_etcd.summarize(runs)
+        self.assertEqual(out["disk_sync_us"], 300.0)
+        self.assertEqual([r["disk_sync_us"] for r in out["rounds"]], [150.0, 450.0, 300.0])
+        rows = [{"workload": "put 1 client", "raftkv": out}]
+        self.assertEqual(compare_etcd.runs_summary(rows, ["raftkv"], "disk_sync_us"),
+                         {"median": 300.0, "max": 450.0, "max_run": "put 1 client on raftkv"})
+
+
 if __name__ == "__main__":
     unittest.main()
