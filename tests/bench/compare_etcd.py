@@ -370,8 +370,9 @@ def fdatasync_us(directory, n=200):
 def append_sync_us(directory, n=40, size=300):
     """Median time of `n` appends of `size` bytes, each followed by fdatasync,
     into a file allocated up front: the shape of a small put's log write.
-    Taken around every run: on a shared host the disk's latency drifts (by
-    half within a minute on some VMs), and a lone client's puts follow it."""
+    Taken around every run: on a shared host the disk's latency drifts (it
+    doubled and halved again within a minute on one VM), and a lone
+    client's puts follow it."""
     path = os.path.join(directory, "append.probe")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
