@@ -126,10 +126,16 @@ def main():
 
     perf = perf_data = None
     if args.syscalls:
+        # perf attaches within a fraction of a second of its start, so the
+        # counts cover a load of a few seconds nearly whole.
         perf_data = tempfile.NamedTemporaryFile(suffix=".perf", delete=False).name
-        perf = subprocess.Popen(["perf", "record", "-q", "-e", "raw_syscalls:sys_enter",
-                                 "-p", ",".join(map(str, pids)), "-o", perf_data],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            perf = subprocess.Popen(["perf", "record", "-q", "-e", "raw_syscalls:sys_enter",
+                                     "-p", ",".join(map(str, pids)), "-o", perf_data],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except FileNotFoundError:
+            os.unlink(perf_data)
+            ap.error("--syscalls needs perf (Debian's linux-perf)")
     try:
         pid_of, before = {}, {}
         for pid in pids:
@@ -143,7 +149,11 @@ def main():
     finally:
         if perf is not None:
             perf.send_signal(signal.SIGINT)
-            perf.wait(timeout=30)
+            # Debian's perf is a wrapper script, which the interrupt may end
+            # before perf itself has finished writing: both are success.
+            if perf.wait(timeout=30) not in (0, -signal.SIGINT):
+                print(f"thread_costs: perf record exited with {perf.returncode}; no system"
+                      " calls counted (is raw_syscalls:sys_enter readable here?)", file=sys.stderr)
 
     calls = args.calls
     if calls is None:
