@@ -39,6 +39,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import proc_stat  # noqa: E402
+
 HOST = "127.0.0.1"
 TIME_BUDGET_S = 570  # the whole run stays under ten minutes
 
@@ -111,12 +114,8 @@ def proc_usage(pid):
             if line.startswith("VmHWM:"):
                 hwm_kb = int(line.split()[1])
     with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    # Fields after the parenthesised command name; utime and stime are fields
-    # 14 and 15 of the whole line.
-    rest = stat[stat.rindex(")") + 2:].split()
-    ticks = int(rest[11]) + int(rest[12])
-    return hwm_kb, ticks / os.sysconf("SC_CLK_TCK")
+        user, system = proc_stat.cpu_ticks(f.read())
+    return hwm_kb, (user + system) / os.sysconf("SC_CLK_TCK")
 
 
 _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -352,19 +351,33 @@ def run_bench(bench, system, endpoints, flags, duration_s, warmup_s, on_measure=
     return result
 
 
-def fdatasync_us(directory, n=200):
+def synced_appends_us(directory, n, size, preallocate):
+    """The time of each of `n` appends of `size` bytes to a new file in
+    `directory`, each followed by fdatasync, in microseconds; the file is
+    allocated up front when `preallocate`, and removed afterwards."""
     path = os.path.join(directory, "fdatasync.probe")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        block = b"x" * 4096
-        start = time.perf_counter()
+        if preallocate:
+            os.posix_fallocate(fd, 0, n * size)
+            os.fsync(fd)
+        block = b"x" * size
+        times = []
         for _ in range(n):
+            start = time.perf_counter()
             os.write(fd, block)
             os.fdatasync(fd)
-        return (time.perf_counter() - start) / n * 1e6
+            times.append((time.perf_counter() - start) * 1e6)
+        return times
     finally:
         os.close(fd)
         os.unlink(path)
+
+
+def fdatasync_us(directory, n=200):
+    """Mean time of a 4 KiB append + fdatasync to a growing file (the probe
+    every run of the script has reported since its first version)."""
+    return sum(synced_appends_us(directory, n, 4096, preallocate=False)) / n
 
 
 def append_sync_us(directory, n=40, size=300):
@@ -373,23 +386,8 @@ def append_sync_us(directory, n=40, size=300):
     Taken around every run: on a shared host the disk's latency drifts (it
     doubled and halved again within a minute on one VM), and a lone
     client's puts follow it."""
-    path = os.path.join(directory, "append.probe")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.posix_fallocate(fd, 0, n * size)
-        os.fsync(fd)
-        block = b"x" * size
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            os.write(fd, block)
-            os.fdatasync(fd)
-            times.append(time.perf_counter() - start)
-        times.sort()
-        return round(times[(n - 1) // 2] * 1e6, 1)
-    finally:
-        os.close(fd)
-        os.unlink(path)
+    times = sorted(synced_appends_us(directory, n, size, preallocate=True))
+    return round(times[(n - 1) // 2], 1)
 
 
 def cpu_jiffies(path="/proc/stat"):

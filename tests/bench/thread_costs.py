@@ -25,6 +25,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import proc_stat  # noqa: E402
+
 # x86-64 system call numbers of the calls a server's threads make most.
 SYSCALL_NAMES = {
     0: "read", 1: "write", 3: "close", 7: "poll", 9: "mmap", 10: "mprotect", 11: "munmap",
@@ -53,16 +56,13 @@ def thread_stats(pid, proc="/proc"):
                 status = f.read()
         except OSError:
             continue  # the thread ended meanwhile
-        # The name is in parentheses and may hold spaces; utime and stime are
-        # the 14th and 15th fields, the 12th and 13th after the name.
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
+        user, system = proc_stat.cpu_ticks(stat)
         switches = {}
         for line in status.splitlines():
             key, _, value = line.partition(":")
             if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
                 switches[key] = int(value)
-        out[int(tid)] = (name, int(fields[11]), int(fields[12]),
+        out[int(tid)] = (proc_stat.name(stat), user, system,
                          switches.get("voluntary_ctxt_switches", 0),
                          switches.get("nonvoluntary_ctxt_switches", 0))
     return out
