@@ -65,6 +65,20 @@ def free_ports(n):
     return ports
 
 
+def all_threads_stopped(pid):
+    """True if every thread of `pid` is in the stopped state (T in /proc)."""
+    task = "/proc/%d/task" % pid
+    for tid in os.listdir(task):
+        try:
+            with open("%s/%s/stat" % (task, tid)) as f:
+                stat = f.read()
+        except FileNotFoundError:
+            continue  # the thread exited
+        if stat[stat.rindex(")") + 2] not in "Tt":
+            return False
+    return True
+
+
 def wait_for(cond, timeout, what, interval=0.05):
     """Polls cond() until it returns a truthy value or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
@@ -138,7 +152,14 @@ class Cluster:
             self.start(i)
 
     def signal(self, i, sig):
-        os.kill(self.procs[i].pid, sig)
+        """Sends `sig` to node i. For SIGSTOP, returns once every thread has stopped:
+        kill() only queues a stop, and until the thread picked to take it runs, the
+        node's other threads may go on serving its peers (for milliseconds on a
+        loaded machine), which would let a test race the stop it asked for."""
+        pid = self.procs[i].pid
+        os.kill(pid, sig)
+        if sig == signal.SIGSTOP:
+            wait_for(lambda: all_threads_stopped(pid), 10, "node %d's threads to stop" % i)
 
     def kill9(self, i):
         self.procs[i].kill()
