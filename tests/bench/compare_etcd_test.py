@@ -187,5 +187,29 @@ class DiskProbeTest(unittest.TestCase):
                          {"median": 300.0, "max": 450.0, "max_run": "put 1 client on raftkv"})
 
 
+class SinglePutTest(unittest.TestCase):
+    def row(self, workload, **avg_ms):
+        r = {"workload": workload}
+        for system, avg in avg_ms.items():
+            r[system] = dict(run(1000.0, 1.0), latency_ms={"avg": avg, "p99": 1.0})
+        return r
+
+    def test_mean_latency_in_fsyncs_for_each_system(self):
+        rows = [self.row("put 64 clients/16 conns", etcd=9.0, raftkv=9.0),
+                self.row("put 1 client", etcd=0.69, raftkv=0.33)]
+        out = compare_etcd.single_put_vs_fsync(rows, ["etcd", "raftkv"], 110.0)
+        self.assertEqual(out, {"etcd": {"avg_ms": 0.69, "fsyncs": 6.27},
+                               "raftkv": {"avg_ms": 0.33, "fsyncs": 3.0}})
+
+    def test_missing_workload_system_or_probe_gives_none_or_leaves_it_out(self):
+        rows = [self.row("put 1 client", raftkv=0.33)]
+        self.assertEqual(compare_etcd.single_put_vs_fsync(rows, ["etcd", "raftkv"], 110.0),
+                         {"raftkv": {"avg_ms": 0.33, "fsyncs": 3.0}})
+        self.assertIsNone(compare_etcd.single_put_vs_fsync(rows, ["raftkv"], None))
+        self.assertIsNone(compare_etcd.single_put_vs_fsync(
+            [self.row("get-s 1 client", raftkv=0.1)], ["raftkv"], 110.0))
+        self.assertIsNone(compare_etcd.single_put_vs_fsync(rows, ["etcd"], 110.0))
+
+
 if __name__ == "__main__":
     unittest.main()
