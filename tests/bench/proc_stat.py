@@ -1,5 +1,5 @@
-"""Reading a process's or thread's CPU time from its /proc stat file, shared
-by the benchmark scripts (compare_etcd.py, thread_costs.py)."""
+"""Reading a process's or thread's /proc stat file, shared by the test and
+benchmark scripts (compare_etcd.py, thread_costs.py, service/cluster_test.py)."""
 
 
 def cpu_ticks(stat):
@@ -15,3 +15,9 @@ def cpu_ticks(stat):
 def name(stat):
     """The command name from the text of a stat file."""
     return stat[stat.index("(") + 1:stat.rindex(")")]
+
+
+def state(stat):
+    """The one-letter scheduling state (R, S, D, T for stopped, ...) from the
+    text of a stat file: the first field after the name."""
+    return stat[stat.rindex(")") + 2]

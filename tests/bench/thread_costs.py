@@ -109,6 +109,23 @@ def count_syscalls(perf_script_lines):
     return counts
 
 
+def warmup_flag(command):
+    """The value of a --warmup flag in `command` that is not zero, else None.
+    The calls this tool divides by (the JSON's "ok") are those of the measured
+    part only, while the CPU it reads covers the whole run: with a warm-up the
+    figures per call would come out too high by the warm-up's share."""
+    for i, arg in enumerate(command):
+        if arg.startswith("--warmup="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--warmup" and i + 1 < len(command):
+            value = command[i + 1]
+        else:
+            continue
+        if value.rstrip("mnuµs") not in ("0", "0.0", ""):
+            return value
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pids", required=True, help="comma-separated process ids to watch")
@@ -119,6 +136,9 @@ def main():
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         ap.error("give the load to run after --")
+    if args.calls is None and warmup_flag(command) is not None:
+        ap.error(f"the load has a warm-up ({warmup_flag(command)}) but its \"ok\" counts only"
+                 " the calls after it: run it with no warm-up, or pass --calls")
     pids = [int(p) for p in args.pids.split(",") if p]
     for pid in pids:
         if not os.path.isdir(f"/proc/{pid}"):

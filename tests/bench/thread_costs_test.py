@@ -42,6 +42,26 @@ class ThreadStatsTest(unittest.TestCase):
         self.assertEqual(thread_costs.thread_stats(99, proc=self.dir.name), {})
 
 
+class WarmupTest(unittest.TestCase):
+    def test_finds_a_warm_up_that_is_not_zero_in_either_spelling(self):
+        self.assertEqual(thread_costs.warmup_flag(["put", "--warmup=1s", "-w", "json"]), "1s")
+        self.assertEqual(thread_costs.warmup_flag(["put", "--warmup", "500ms"]), "500ms")
+        for zero in (["put", "--warmup=0s"], ["put", "--warmup=0"], ["put", "--warmup", "0ms"],
+                     ["put", "--duration=5s"]):
+            self.assertIsNone(thread_costs.warmup_flag(zero), zero)
+
+    def test_a_load_with_a_warm_up_is_refused_unless_calls_are_given(self):
+        tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "thread_costs.py")
+        r = subprocess.run([sys.executable, tool, "--pids", str(os.getpid()), "--",
+                            "true", "--warmup=1s"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("warm-up", r.stderr)
+        r = subprocess.run([sys.executable, tool, "--pids", str(os.getpid()), "--calls", "1",
+                            "--", "true", "--warmup=1s"], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+
 class CostsTest(unittest.TestCase):
     def test_differences_per_call_busiest_first(self):
         before = {1: ("raft", 100, 50, 10, 1), 2: ("kv", 10, 10, 5, 0), 3: ("idle", 7, 7, 3, 0)}

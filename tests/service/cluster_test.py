@@ -31,6 +31,9 @@ PROTO_DIR = os.environ.get("RAFTKV_PROTO_DIR", os.path.join(ROOT, "proto"))
 
 import grpc  # noqa: E402  (Debian's python3-grpcio)
 
+sys.path.insert(0, os.path.join(ROOT, "tests", "bench"))
+import proc_stat  # noqa: E402  (the test scripts' one /proc stat parser)
+
 _STUB_DIR = tempfile.mkdtemp(prefix="raftkv-pystubs-")
 
 
@@ -74,7 +77,7 @@ def all_threads_stopped(pid):
                 stat = f.read()
         except FileNotFoundError:
             continue  # the thread exited
-        if stat[stat.rindex(")") + 2] not in "Tt":
+        if proc_stat.state(stat) not in "Tt":
             return False
     return True
 
