@@ -36,7 +36,7 @@ struct NodeConfig {
   // nodes a second thread only adds wake-ups (raftkv-bench, with gRPC's epoll
   // engine: +15-50% throughput with one). 0: the Raft thread serves clients
   // itself (no hand-off per request, but no client call is read while it
-  // syncs the log; README).
+  // syncs the log; docs/benchmarks.md).
   int kv_threads = 1;
   // --kv_poll_us, in [0, 10000]: once a call has ended on a KV thread, how
   // long that thread polls its queue (yielding between polls) before it

@@ -239,7 +239,7 @@ void RaftDriver::Run() {
     // into one Ready, re-posting at once, so a backlog still batches. A
     // follower re-posts at once: its window update, sent after its answer,
     // would reach the leader after the leader went back to sleep and wake it
-    // for nothing (README: measured on every node, no clear gain).
+    // for nothing (docs/benchmarks.md: measured on every node, no clear gain).
     transport_->set_defer_reads(!reads_resumed && was_leader_);
     // Completions set aside during the last Ready come first; the queue is
     // then only checked, not waited on, since they may have produced work.

@@ -11,8 +11,8 @@ json), or --calls. With --syscalls, `perf record` also counts each thread's
 system calls by name (x86-64 numbering) over the same window.
 
 On a small VM a call's cost is mostly wake-ups and system calls, spread over
-threads of several processes; this gives the per-thread picture the README's
-analyses quote, for raftd or any other server. Give the load generator no
+threads of several processes; this gives the per-thread picture that the
+analyses in docs/benchmarks.md quote, for raftd or any other server. Give the load generator no
 warm-up: the window is its whole run.
 """
 
