@@ -3,9 +3,9 @@
 //
 // On a VM whose idle vCPUs halt at once, waking a sleeping thread costs an
 // interrupt sent through the host, on both ends (docs/benchmarks.md: the
-// seventh VM kind). A KV thread that has just answered a call is likely to get the
-// client's next request within tens of microseconds; polling for it instead
-// of sleeping saves that wake-up. Between polls the thread yields, so any
+// seventh VM kind). A KV thread that has just answered a call is likely to
+// get the client's next request within tens of microseconds; polling for it
+// instead of sleeping saves that wake-up. Between polls the thread yields, so any
 // other runnable thread on its core goes first: the polling only uses time
 // that core would otherwise spend idle.
 //

@@ -1,6 +1,30 @@
 """Reading a process's or thread's /proc stat file, shared by the test and
 benchmark scripts (compare_etcd.py, thread_costs.py, service/cluster_test.py)."""
 
+import os
+
+
+def thread_files(pid, names=("stat",), proc="/proc"):
+    """{tid: [text of each of `names`]} from /proc/<pid>/task/<tid>/ for every
+    thread of `pid` whose files can all still be read: a thread that ends
+    meanwhile is left out, and a process that is gone has none."""
+    out = {}
+    task_dir = os.path.join(proc, str(pid), "task")
+    try:
+        tids = os.listdir(task_dir)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            texts = []
+            for n in names:
+                with open(os.path.join(task_dir, tid, n)) as f:
+                    texts.append(f.read())
+        except OSError:
+            continue
+        out[int(tid)] = texts
+    return out
+
 
 def cpu_ticks(stat):
     """(user, system) CPU time in clock ticks from the text of a

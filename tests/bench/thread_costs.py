@@ -12,8 +12,8 @@ system calls by name (x86-64 numbering) over the same window.
 
 On a small VM a call's cost is mostly wake-ups and system calls, spread over
 threads of several processes; this gives the per-thread picture that the
-analyses in docs/benchmarks.md quote, for raftd or any other server. Give the load generator no
-warm-up: the window is its whole run.
+analyses in docs/benchmarks.md quote, for raftd or any other server. Give
+the load generator no warm-up: the window is its whole run.
 """
 
 import argparse
@@ -43,28 +43,16 @@ def thread_stats(pid, proc="/proc"):
     """{tid: (name, user_ticks, system_ticks, voluntary_switches,
     involuntary_switches)} for every thread of `pid` that can still be read."""
     out = {}
-    task_dir = os.path.join(proc, str(pid), "task")
-    try:
-        tids = os.listdir(task_dir)
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(os.path.join(task_dir, tid, "stat")) as f:
-                stat = f.read()
-            with open(os.path.join(task_dir, tid, "status")) as f:
-                status = f.read()
-        except OSError:
-            continue  # the thread ended meanwhile
+    for tid, (stat, status) in proc_stat.thread_files(pid, ("stat", "status"), proc).items():
         user, system = proc_stat.cpu_ticks(stat)
         switches = {}
         for line in status.splitlines():
             key, _, value = line.partition(":")
             if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
                 switches[key] = int(value)
-        out[int(tid)] = (proc_stat.name(stat), user, system,
-                         switches.get("voluntary_ctxt_switches", 0),
-                         switches.get("nonvoluntary_ctxt_switches", 0))
+        out[tid] = (proc_stat.name(stat), user, system,
+                    switches.get("voluntary_ctxt_switches", 0),
+                    switches.get("nonvoluntary_ctxt_switches", 0))
     return out
 
 
@@ -136,8 +124,9 @@ def main():
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         ap.error("give the load to run after --")
-    if args.calls is None and warmup_flag(command) is not None:
-        ap.error(f"the load has a warm-up ({warmup_flag(command)}) but its \"ok\" counts only"
+    warmup = warmup_flag(command)
+    if args.calls is None and warmup is not None:
+        ap.error(f"the load has a warm-up ({warmup}) but its \"ok\" counts only"
                  " the calls after it: run it with no warm-up, or pass --calls")
     pids = [int(p) for p in args.pids.split(",") if p]
     for pid in pids:

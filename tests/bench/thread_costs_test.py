@@ -38,6 +38,13 @@ class ThreadStatsTest(unittest.TestCase):
         stats = thread_costs.thread_stats(10, proc=self.dir.name)
         self.assertEqual(stats, {10: ("raftd", 5, 6, 7, 8), 12: ("a (b) c", 100, 200, 30, 4)})
 
+    def test_a_thread_whose_files_cannot_all_be_read_is_left_out(self):
+        self.add_thread(10, 10, "raftd", 5, 6, 7, 8)
+        self.add_thread(10, 11, "ending", 1, 1, 1, 1)
+        os.remove(os.path.join(self.dir.name, "10", "task", "11", "status"))
+        self.assertEqual(thread_costs.thread_stats(10, proc=self.dir.name),
+                         {10: ("raftd", 5, 6, 7, 8)})
+
     def test_a_process_that_is_gone_has_no_threads(self):
         self.assertEqual(thread_costs.thread_stats(99, proc=self.dir.name), {})
 

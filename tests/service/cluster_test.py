@@ -69,17 +69,9 @@ def free_ports(n):
 
 
 def all_threads_stopped(pid):
-    """True if every thread of `pid` is in the stopped state (T in /proc)."""
-    task = "/proc/%d/task" % pid
-    for tid in os.listdir(task):
-        try:
-            with open("%s/%s/stat" % (task, tid)) as f:
-                stat = f.read()
-        except FileNotFoundError:
-            continue  # the thread exited
-        if proc_stat.state(stat) not in "Tt":
-            return False
-    return True
+    """True if no thread of `pid` is left that is not stopped (T in /proc)."""
+    return all(proc_stat.state(stat) in "Tt"
+               for stat, in proc_stat.thread_files(pid).values())
 
 
 def wait_for(cond, timeout, what, interval=0.05):
