@@ -4,7 +4,8 @@
 #   deploy/local-cluster.sh up     build if needed, start 3 nodes, wait for a leader
 #   deploy/local-cluster.sh down   stop them (SIGTERM, then SIGKILL after 10 s)
 #
-# Client endpoints 127.0.0.1:7001-7003, peer ports 7101-7103. Data under
+# Client endpoints 127.0.0.1:7001-7003, peer ports 7101-7103 (node N: BASE+N
+# and BASE+100+N, BASE being $RAFTKV_BASE_PORT, 7000 unless set). Data under
 # ./data (or $RAFTKV_DATA): DATA/nodeN/ for each node's stores, DATA/nodeN.log
 # for its log and DATA/nodeN.pid for its process id.
 set -euo pipefail
@@ -13,10 +14,22 @@ build=${RAFTKV_BUILD_DIR:-$root/build}
 data=${RAFTKV_DATA:-$PWD/data}
 raftd=$build/service/raftd
 raftctl=$build/service/raftctl
-cluster="1=127.0.0.1:7101/127.0.0.1:7001,2=127.0.0.1:7102/127.0.0.1:7002,3=127.0.0.1:7103/127.0.0.1:7003"
-endpoints=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
+base=${RAFTKV_BASE_PORT:-7000}
+if ! [[ $base =~ ^[0-9]+$ ]] || ((base < 1 || base + 103 > 65535)); then
+  echo "RAFTKV_BASE_PORT must be a number from 1 to 65432, not '$base'" >&2
+  exit 2
+fi
+client_port() { echo $((base + $1)); }
+peer_port() { echo $((base + 100 + $1)); }
+cluster="1=127.0.0.1:$(peer_port 1)/127.0.0.1:$(client_port 1)"
+cluster+=",2=127.0.0.1:$(peer_port 2)/127.0.0.1:$(client_port 2)"
+cluster+=",3=127.0.0.1:$(peer_port 3)/127.0.0.1:$(client_port 3)"
+endpoints=127.0.0.1:$(client_port 1),127.0.0.1:$(client_port 2),127.0.0.1:$(client_port 3)
 
 running() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# True when something accepts connections on 127.0.0.1:$1.
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 up() {
   if [[ ! -x $raftd || ! -x $raftctl ]]; then
@@ -24,6 +37,21 @@ up() {
     "$root/scripts/build.sh"
   fi
   mkdir -p "$data"
+  # A port held by another process (another cluster, say) would make that
+  # node exit, while the status check below could reach the other process
+  # and report this cluster up: refuse before starting anything.
+  local taken=()
+  for id in 1 2 3; do
+    running "$data/node$id.pid" && continue
+    for port in $(client_port $id) $(peer_port $id); do
+      if port_taken "$port"; then taken+=("$port"); fi
+    done
+  done
+  if ((${#taken[@]})); then
+    echo "port(s) ${taken[*]} on 127.0.0.1 are in use by another process; stop it, or" \
+      "choose other ports with RAFTKV_BASE_PORT (node N uses BASE+N and BASE+100+N)" >&2
+    exit 1
+  fi
   for id in 1 2 3; do
     pidfile=$data/node$id.pid
     if running "$pidfile"; then
@@ -54,7 +82,7 @@ Data and logs: $data
 Try:
   $raftctl --endpoints=$endpoints put hello world
   $raftctl --endpoints=$endpoints get hello
-Stop with: $0 down
+Stop with: ${RAFTKV_DATA:+RAFTKV_DATA=$data }$0 down
 MSG
       return 0
     fi
