@@ -33,9 +33,13 @@ def ports_of(base):
 
 
 def free_base_port():
-    """A base port whose six ports nothing listens on (checked by binding each)."""
+    """A base port whose six ports nothing listens on (checked by binding each).
+
+    Below Linux's default ephemeral range (32768 up), so that no outgoing
+    connection is handed one of them between this check and the nodes' binds.
+    """
     for _ in range(50):
-        base = random.randrange(20000, 40000)
+        base = random.randrange(10000, 32768 - 103)
         socks = []
         try:
             for port in ports_of(base):
