@@ -148,7 +148,7 @@ class LocalClusterTest(unittest.TestCase):
         self.assertEqual(self.node_pids(), [])
 
     def test_rejects_a_bad_base_port(self):
-        for bad in ("abc", "0", "65500"):
+        for bad in ("abc", "0", "08", "65500"):
             env = dict(self.env, RAFTKV_BASE_PORT=bad)
             up = self.script("up", env=env)
             self.assertEqual(up.returncode, 2, bad)
