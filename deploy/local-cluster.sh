@@ -15,7 +15,7 @@ data=${RAFTKV_DATA:-$PWD/data}
 raftd=$build/service/raftd
 raftctl=$build/service/raftctl
 base=${RAFTKV_BASE_PORT:-7000}
-if ! [[ $base =~ ^[1-9][0-9]*$ ]] || ((base < 1 || base + 103 > 65535)); then
+if ! [[ $base =~ ^[1-9][0-9]*$ ]] || ((base + 103 > 65535)); then
   echo "RAFTKV_BASE_PORT must be a number from 1 to 65432, not '$base'" >&2
   exit 2
 fi

@@ -1,5 +1,6 @@
 """Reading a process's or thread's /proc stat file, shared by the test and
-benchmark scripts (compare_etcd.py, thread_costs.py, service/cluster_test.py)."""
+benchmark scripts (compare_etcd.py, thread_costs.py, service/cluster_test.py,
+deploy/local_cluster_test.py)."""
 
 import os
 

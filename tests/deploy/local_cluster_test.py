@@ -16,12 +16,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "bench"))
+import proc_stat  # noqa: E402  (the test scripts' one /proc stat parser)
+
 SCRIPT = os.path.join(ROOT, "deploy", "local-cluster.sh")
 BUILD = os.environ.get("RAFTKV_BUILD_DIR", os.path.join(ROOT, "build"))
 RAFTCTL = os.path.join(BUILD, "service", "raftctl")
@@ -56,14 +60,11 @@ def free_base_port():
 
 
 def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) is not running.
+    """True while `pid` runs: a zombie (exited, not yet reaped by the parent
+    the script left it with) does not count."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return proc_stat.state(f.read()) != "Z"
     except OSError:
         return False
 
