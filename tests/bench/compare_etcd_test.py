@@ -43,6 +43,67 @@ class SummarizeTest(unittest.TestCase):
         self.assertTrue(all("rounds" not in r for r in runs))
 
 
+
+class StealRerunTest(unittest.TestCase):
+    """run_without_steal: which runs are made again, and what is kept."""
+
+    def runs(self, *steals):
+        """A run() that returns runs of throughput 100, 200, ... with these steals,
+        and the list of calls made."""
+        calls = []
+
+        def one():
+            n = len(calls)
+            calls.append(n)
+            if steals[n] is False:
+                return None  # the bench failed
+            return dict(run(100.0 * (n + 1), 1.0), steal_pct=steals[n])
+        return one, calls
+
+    def test_a_run_within_the_limit_is_kept_as_it_is(self):
+        one, calls = self.runs(5.0)
+        res = compare_etcd.run_without_steal(one, 5.0, lambda: True)
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(res["throughput"], 100.0)
+        self.assertNotIn("discarded_for_steal", res)
+
+    def test_stolen_runs_are_made_again_and_listed(self):
+        one, calls = self.runs(30.0, 12.5, 0.4)
+        res = compare_etcd.run_without_steal(one, 5.0, lambda: True)
+        self.assertEqual(len(calls), 3)
+        self.assertEqual((res["throughput"], res["steal_pct"]), (300.0, 0.4))
+        self.assertEqual(res["discarded_for_steal"],
+                         [{"throughput": 100.0, "p99_ms": 1.0, "steal_pct": 30.0},
+                          {"throughput": 200.0, "p99_ms": 1.0, "steal_pct": 12.5}])
+
+    def test_at_most_two_reruns_then_the_last_run_stands(self):
+        one, calls = self.runs(30.0, 30.0, 30.0, 0.0)
+        res = compare_etcd.run_without_steal(one, 5.0, lambda: True)
+        self.assertEqual(len(calls), 3)
+        self.assertEqual(res["throughput"], 300.0)
+        self.assertEqual(len(res["discarded_for_steal"]), 2)
+
+    def test_no_rerun_without_time_unknown_steal_or_a_result(self):
+        for steals, may in (((30.0, 0.0), False), ((None, 0.0), True), ((False, 0.0), True)):
+            one, calls = self.runs(*steals)
+            res = compare_etcd.run_without_steal(one, 5.0, lambda m=may: m)
+            self.assertEqual(len(calls), 1, steals)
+            self.assertTrue(res is None or "discarded_for_steal" not in res)
+
+    def test_summary_gathers_every_rounds_replaced_runs(self):
+        kept = [dict(run(300.0, 1.0), steal_pct=0.1,
+                     discarded_for_steal=[{"throughput": 90.0, "p99_ms": 9.0, "steal_pct": 35.0}]),
+                dict(run(200.0, 2.0), steal_pct=0.2),
+                dict(run(100.0, 3.0), steal_pct=0.3,
+                     discarded_for_steal=[{"throughput": 50.0, "p99_ms": 9.0, "steal_pct": 20.0}])]
+        out = compare_etcd.summarize(kept)
+        self.assertEqual(out["throughput"], 200.0)
+        self.assertEqual([d["steal_pct"] for d in out["discarded_for_steal"]], [35.0, 20.0])
+        one = compare_etcd.summarize([kept[1]])
+        self.assertNotIn("discarded_for_steal", one)
+        median_with_own = compare_etcd.summarize(kept[:1])
+        self.assertEqual(len(median_with_own["discarded_for_steal"]), 1)
+
 class StealTest(unittest.TestCase):
     def write_stat(self, line):
         path = os.path.join(self.dir.name, "stat")
