@@ -500,7 +500,6 @@ def run_one(clusters, bench, system, targets, name, flags, duration, warmup, fai
             "disk_sync_us": disk_us}
 
 
-
 def run_without_steal(run, max_steal_pct, may_rerun, max_reruns=2, label=""):
     """Calls `run()` (one bench run: a result dict or None) and runs it again,
     at most `max_reruns` times and while `may_rerun()` allows (the time
@@ -522,6 +521,7 @@ def run_without_steal(run, max_steal_pct, may_rerun, max_reruns=2, label=""):
     if res is not None and discarded:
         res = dict(res, discarded_for_steal=discarded)
     return res
+
 
 def summarize(runs):
     """A system's result for one workload: with several rounds, the run of median
