@@ -500,6 +500,22 @@ def run_one(clusters, bench, system, targets, name, flags, duration, warmup, fai
             "disk_sync_us": disk_us}
 
 
+
+def rerun_fits(elapsed_s, worst_run_s, est_run_s, runs_left_here, later_workloads,
+               runs_per_workload, budget_s=TIME_BUDGET_S):
+    """Whether one more run of the current workload leaves every later workload
+    room to start: a workload starts only if its runs, each at its worst
+    (`worst_run_s`: warm-up, duration and the call timeout), fit in the
+    budget. The extra run counts at its worst, the runs still planned at
+    `est_run_s` (the longest run so far), and the later workloads' starts are
+    checked in turn, the last one being the tightest."""
+    t = elapsed_s + worst_run_s + runs_left_here * est_run_s
+    for _ in range(later_workloads):
+        if t + runs_per_workload * worst_run_s > budget_s:
+            return False
+        t += runs_per_workload * est_run_s
+    return t <= budget_s
+
 def run_without_steal(run, max_steal_pct, may_rerun, max_reruns=2, label=""):
     """Calls `run()` (one bench run: a result dict or None) and runs it again,
     at most `max_reruns` times and while `may_rerun()` allows (the time
@@ -715,28 +731,39 @@ def main():
 
         # A bench run takes at most warm-up + duration + the call timeout.
         worst_run = warmup + duration + 10 + 5
-        runs_left = len(workloads) * args.rounds * len(systems)
+        runs_per_workload = args.rounds * len(systems)
+        longest_run = [0.0]  # wall seconds of the longest run so far
+        progress = {"workload": 0, "runs_left_here": 0}
 
         def may_rerun():
-            # Room for one more run besides every run still planned.
-            return time.monotonic() - started + (runs_left + 1) * worst_run <= TIME_BUDGET_S
+            return rerun_fits(time.monotonic() - started, worst_run,
+                              longest_run[0] or worst_run, progress["runs_left_here"],
+                              len(workloads) - 1 - progress["workload"], runs_per_workload)
+
+        def timed(run):
+            def wrapper():
+                t0 = time.monotonic()
+                res = run()
+                longest_run[0] = max(longest_run[0], time.monotonic() - t0)
+                return res
+            return wrapper
 
         for i, (name, flags) in enumerate(workloads):
-            worst = args.rounds * len(systems) * worst_run
+            worst = runs_per_workload * worst_run
             if time.monotonic() - started + worst > TIME_BUDGET_S:
                 failures.append(f"{name}: skipped, the run would exceed {TIME_BUDGET_S} s")
-                runs_left -= args.rounds * len(systems)
                 continue
+            progress.update(workload=i, runs_left_here=runs_per_workload)
             row = {"workload": name, "flags": flags}
             runs = {system: [] for system in systems}
             for round_ in range(args.rounds):
                 # Alternate which system goes first, across workloads and rounds.
                 order = systems if (i + round_) % 2 == 0 else list(reversed(systems))
                 for system in order:
-                    runs_left -= 1
+                    progress["runs_left_here"] -= 1
                     res = run_without_steal(
-                        lambda: run_one(clusters, bench, system, targets, name, flags,
-                                        duration, warmup, failures, probe_dir=root),
+                        timed(lambda: run_one(clusters, bench, system, targets, name, flags,
+                                              duration, warmup, failures, probe_dir=root)),
                         args.max_steal, may_rerun, label=f"{name} on {system}")
                     if res is not None:
                         runs[system].append(res)

@@ -104,6 +104,33 @@ class StealRerunTest(unittest.TestCase):
         median_with_own = compare_etcd.summarize(kept[:1])
         self.assertEqual(len(median_with_own["discarded_for_steal"]), 1)
 
+
+class RerunBudgetTest(unittest.TestCase):
+    """rerun_fits: a re-run must never make a later workload be skipped."""
+
+    def fits(self, elapsed, runs_left_here, later):
+        # The default full run: 6 runs per workload, 23 s at worst, about 9 s each.
+        return compare_etcd.rerun_fits(elapsed, 23.0, 9.0, runs_left_here, later, 6, 570)
+
+    def test_early_in_the_run_there_is_room(self):
+        # The last workload would start at 8.2 + 23 + 5 * 9 + 6 * 54 = 400.2 s,
+        # and its worst case ends at 538.2 s.
+        self.assertTrue(self.fits(8.2, 5, 7))
+
+    def test_no_rerun_that_would_push_the_last_workload_out(self):
+        # 50 s in, the last workload's worst case would end at 580 s.
+        self.assertFalse(self.fits(50.0, 5, 7))
+
+    def test_in_the_last_workload_only_its_own_runs_count(self):
+        self.assertTrue(self.fits(500.0, 2, 0))   # ends by 541 s at worst
+        self.assertFalse(self.fits(540.0, 2, 0))  # 581 s
+
+    def test_each_later_start_is_checked_with_worst_case_runs(self):
+        # One later workload, tight: it would start at 400 + 23 = 423 s and its
+        # six worst-case runs end at 561 s; a second later one would not fit.
+        self.assertTrue(compare_etcd.rerun_fits(400.0, 23.0, 9.0, 0, 1, 6, 570))
+        self.assertFalse(compare_etcd.rerun_fits(400.0, 23.0, 9.0, 0, 2, 6, 570))
+
 class StealTest(unittest.TestCase):
     def write_stat(self, line):
         path = os.path.join(self.dir.name, "stat")
