@@ -516,6 +516,7 @@ def rerun_fits(elapsed_s, worst_run_s, est_run_s, runs_left_here, later_workload
         t += runs_per_workload * est_run_s
     return t <= budget_s
 
+
 def run_without_steal(run, max_steal_pct, may_rerun, max_reruns=2, label=""):
     """Calls `run()` (one bench run: a result dict or None) and runs it again,
     at most `max_reruns` times and while `may_rerun()` allows (the time
