@@ -500,7 +500,6 @@ def run_one(clusters, bench, system, targets, name, flags, duration, warmup, fai
             "disk_sync_us": disk_us}
 
 
-
 def rerun_fits(elapsed_s, worst_run_s, est_run_s, runs_left_here, later_workloads,
                runs_per_workload, budget_s=TIME_BUDGET_S):
     """Whether one more run of the current workload leaves every later workload
@@ -733,19 +732,19 @@ def main():
         # A bench run takes at most warm-up + duration + the call timeout.
         worst_run = warmup + duration + 10 + 5
         runs_per_workload = args.rounds * len(systems)
-        longest_run = [0.0]  # wall seconds of the longest run so far
-        progress = {"workload": 0, "runs_left_here": 0}
+        longest_run = 0.0  # wall seconds of the longest run so far
 
-        def may_rerun():
-            return rerun_fits(time.monotonic() - started, worst_run,
-                              longest_run[0] or worst_run, progress["runs_left_here"],
-                              len(workloads) - 1 - progress["workload"], runs_per_workload)
+        def may_rerun(workload_index, runs_left_here):
+            return rerun_fits(time.monotonic() - started, worst_run, longest_run or worst_run,
+                              runs_left_here, len(workloads) - 1 - workload_index,
+                              runs_per_workload)
 
         def timed(run):
             def wrapper():
+                nonlocal longest_run
                 t0 = time.monotonic()
                 res = run()
-                longest_run[0] = max(longest_run[0], time.monotonic() - t0)
+                longest_run = max(longest_run, time.monotonic() - t0)
                 return res
             return wrapper
 
@@ -754,18 +753,19 @@ def main():
             if time.monotonic() - started + worst > TIME_BUDGET_S:
                 failures.append(f"{name}: skipped, the run would exceed {TIME_BUDGET_S} s")
                 continue
-            progress.update(workload=i, runs_left_here=runs_per_workload)
+            runs_left_here = runs_per_workload
             row = {"workload": name, "flags": flags}
             runs = {system: [] for system in systems}
             for round_ in range(args.rounds):
                 # Alternate which system goes first, across workloads and rounds.
                 order = systems if (i + round_) % 2 == 0 else list(reversed(systems))
                 for system in order:
-                    progress["runs_left_here"] -= 1
+                    runs_left_here -= 1
                     res = run_without_steal(
                         timed(lambda: run_one(clusters, bench, system, targets, name, flags,
                                               duration, warmup, failures, probe_dir=root)),
-                        args.max_steal, may_rerun, label=f"{name} on {system}")
+                        args.max_steal, lambda left=runs_left_here: may_rerun(i, left),
+                        label=f"{name} on {system}")
                     if res is not None:
                         runs[system].append(res)
             for system in systems:
