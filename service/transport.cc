@@ -30,19 +30,21 @@ grpc::ChannelArguments PeerChannelArguments() {
 }
 
 // One outbound stream to one peer. At most one operation (start, write,
-// finish or backoff alarm) is in flight at a time, so `state_` alone says
-// which one a completion belongs to.
+// finish, backoff alarm or channel watch) is in flight at a time, so `state_`
+// alone says which one a completion belongs to.
 class Transport::PeerStream final : public CqTag {
  public:
   PeerStream(Transport* transport, uint64_t peer_id, std::string addr)
       : transport_(transport),
         peer_id_(peer_id),
         addr_(std::move(addr)),
-        stub_(v1::Raft::NewStub(grpc::CreateCustomChannel(
-            addr_, grpc::InsecureChannelCredentials(), PeerChannelArguments()))) {}
+        channel_(grpc::CreateCustomChannel(addr_, grpc::InsecureChannelCredentials(),
+                                           PeerChannelArguments())),
+        stub_(v1::Raft::NewStub(channel_)) {}
 
   void Send(raft::Message msg) {
     if (state_ == State::kDown || state_ == State::kFinishing || state_ == State::kBackoff ||
+        state_ == State::kAwaitingChannel ||
         queue_.size() >= transport_->options_.max_queued_messages) {
       // A broken stream's messages would be stale by the time a new one is
       // up; the core retransmits what matters.
@@ -71,6 +73,10 @@ class Transport::PeerStream final : public CqTag {
         break;
       case State::kBackoff:
         backoff_.Cancel();
+        break;
+      case State::kAwaitingChannel:
+        // A connectivity watch cannot be cancelled: it comes back by its
+        // deadline (kChannelWatchSlice) at the latest, then kDown.
         break;
       case State::kOpen:
       case State::kIdle:
@@ -111,6 +117,7 @@ class Transport::PeerStream final : public CqTag {
           spdlog::debug("stream to peer {} ({}) ended after {} batches: {}", peer_id_, addr_,
                         batches_, status_.error_message());
         }
+        if (!status_.ok()) transport_->failed_streams_.fetch_add(1, std::memory_order_relaxed);
         Reset();
         Drop(queue_.size());
         queue_.clear();
@@ -125,8 +132,12 @@ class Transport::PeerStream final : public CqTag {
         }
         return;
       case State::kBackoff:
-        // Reconnect lazily: the next message for this peer opens a stream.
-        state_ = stopping ? State::kDown : State::kIdle;
+      case State::kAwaitingChannel:
+        if (stopping) {
+          state_ = State::kDown;
+        } else {
+          AwaitChannel();
+        }
         return;
       case State::kOpen:
       case State::kIdle:
@@ -138,7 +149,42 @@ class Transport::PeerStream final : public CqTag {
   }
 
  private:
-  enum class State { kIdle, kStarting, kOpen, kWriting, kFinishing, kBackoff, kDown };
+  enum class State {
+    kIdle,
+    kStarting,
+    kOpen,
+    kWriting,
+    kFinishing,
+    kBackoff,
+    kAwaitingChannel,
+    kDown
+  };
+
+  // How long one connectivity watch lasts: it bounds how long Shutdown()
+  // waits for a watch in flight.
+  static constexpr absl::Duration kChannelWatchSlice = absl::Milliseconds(100);
+
+  // After a failed stream: reopen lazily (the next message for this peer
+  // opens a stream) once the channel is connected, and drop messages until
+  // then. Watching the channel is what gets it connected. raftd runs gRPC's
+  // "poll" engine, which polls a connection attempt's socket only from the
+  // queues of calls and watches waiting on that channel. A stream started
+  // while the channel is in TRANSIENT_FAILURE fails at once and waits on
+  // nothing, so without a watch every attempt to reach a restarted peer went
+  // unpolled until its deadline, and the peer stayed cut off for seconds
+  // after it was back. The watch keeps the Raft thread's queue polling the
+  // attempt.
+  void AwaitChannel() {
+    const grpc_connectivity_state channel_state = channel_->GetState(/*try_to_connect=*/true);
+    if (channel_state == GRPC_CHANNEL_READY) {
+      state_ = State::kIdle;
+      return;
+    }
+    state_ = State::kAwaitingChannel;
+    channel_->NotifyOnStateChange(channel_state,
+                                  absl::ToChronoTime(absl::Now() + kChannelWatchSlice),
+                                  transport_->cq_, this);
+  }
 
   void Connect() {
     context_ = std::make_unique<grpc::ClientContext>();
@@ -182,6 +228,7 @@ class Transport::PeerStream final : public CqTag {
   Transport* const transport_;
   const uint64_t peer_id_;
   const std::string addr_;
+  const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<v1::Raft::Stub> stub_;
 
   State state_ = State::kIdle;

@@ -14,8 +14,8 @@
 // queued meanwhile goes as the next batch. A dead, slow or stopped peer costs
 // a bounded queue (overflow drops messages, which Raft tolerates) and never
 // blocks the thread or the other peers. A failed stream drops its queue (the
-// core retransmits what matters) and is reopened, after a short backoff, by
-// the next message for that peer.
+// core retransmits what matters) and is reopened, after a short backoff and
+// once its channel is connected again, by the next message for that peer.
 //
 // Inbound: every accepted Raft.Stream is checked (cluster id, sender id in its
 // metadata) and each message read from it that is addressed from that sender
@@ -94,6 +94,9 @@ class Transport {
   // Messages dropped so far because a peer's queue was full or its stream
   // failed. Any thread.
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+  // Outbound streams that ended with an error (could not be opened, or broke).
+  // Any thread.
+  uint64_t failed_streams() const { return failed_streams_.load(std::memory_order_relaxed); }
 
  private:
   class PeerStream;
@@ -105,6 +108,7 @@ class Transport {
   const TransportOptions options_;
   v1::Raft::AsyncService service_;
   std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t> failed_streams_{0};
 
   // Raft thread only.
   grpc::ServerCompletionQueue* cq_ = nullptr;
