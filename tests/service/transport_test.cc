@@ -50,11 +50,7 @@ class Node {
   // thread, then the queue, which that thread drains before it ends.
   ~Node() {
     if (server_ == nullptr) {
-      cq_->Shutdown();
-      void* tag;
-      bool ok;
-      while (cq_->Next(&tag, &ok)) {
-      }
+      ShutdownQueue();
       return;
     }
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
@@ -105,6 +101,11 @@ class Node {
       }
       for (auto& task : tasks) task();
     }
+    ShutdownQueue();
+  }
+
+  // Shuts the queue down and completes what was still in flight on it.
+  void ShutdownQueue() {
     cq_->Shutdown();
     void* tag;
     bool ok;
