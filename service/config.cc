@@ -62,6 +62,10 @@ absl::Status ValidateConfig(const NodeConfig& c) {
     return absl::InvalidArgumentError(
         absl::StrCat("--kv_poll_us must be in [0, 10000], not ", c.kv_poll_us));
   }
+  if (c.raft_poll_us < 0 || c.raft_poll_us > 10000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--raft_poll_us must be in [0, 10000], not ", c.raft_poll_us));
+  }
   return absl::OkStatus();
 }
 

@@ -55,6 +55,11 @@ struct DriverOptions {
   int tick_ms = 100;        // one core tick = one heartbeat interval
   int election_ticks = 10;  // election timeout in ticks
   bool thrifty_replication = true;  // raft::Config::thrifty_replication
+  // After a turn in which this node, as leader, committed entries, how long
+  // the Raft thread polls its queue (yielding between polls) before it
+  // sleeps: the clients just answered tend to send their next writes at
+  // once (--raft_poll_us; queue_poll.h).
+  absl::Duration poll_after_commit = absl::Microseconds(100);
 };
 
 class RaftDriver {

@@ -78,6 +78,12 @@ ABSL_FLAG(int, kv_poll_us, 100,
           "request of a client that sends its next one at once (costly on VMs whose idle vCPUs "
           "halt), for up to that much CPU per call when the node is otherwise idle. "
           "Env: RAFTKV_KV_POLL_US.");
+ABSL_FLAG(int, raft_poll_us, 100,
+          "Once a leader's Raft thread has committed writes, microseconds it polls its queue "
+          "for the clients' next writes before it sleeps (0..10000; 0: sleep at once). Between "
+          "polls it yields the core to any other runnable thread. Saves a wake-up per write of "
+          "a client that sends its next one at once, for up to that much CPU per commit when "
+          "the node is otherwise idle. Env: RAFTKV_RAFT_POLL_US.");
 ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error. Env: RAFTKV_LOG_LEVEL.");
 
@@ -102,6 +108,7 @@ constexpr std::pair<const char*, const char*> kEnv[] = {
     {"max_pending_requests", "RAFTKV_MAX_PENDING_REQUESTS"},
     {"kv_threads", "RAFTKV_KV_THREADS"},
     {"kv_poll_us", "RAFTKV_KV_POLL_US"},
+    {"raft_poll_us", "RAFTKV_RAFT_POLL_US"},
     {"log_level", "RAFTKV_LOG_LEVEL"},
 };
 
@@ -135,6 +142,7 @@ absl::StatusOr<NodeConfig> ConfigFromFlags() {
   c.max_pending_requests = absl::GetFlag(FLAGS_max_pending_requests);
   c.kv_threads = absl::GetFlag(FLAGS_kv_threads);
   c.kv_poll_us = absl::GetFlag(FLAGS_kv_poll_us);
+  c.raft_poll_us = absl::GetFlag(FLAGS_raft_poll_us);
   if (absl::Status s = ValidateConfig(c); !s.ok()) return s;
   PeerAddress& self = c.members[c.id];
   c.client_listen = absl::GetFlag(FLAGS_client_addr);
@@ -234,6 +242,7 @@ int Run(int argc, char** argv) {
   dopts.tick_ms = config.heartbeat_ms;
   dopts.election_ticks = std::max(2, config.election_ms / config.heartbeat_ms);
   dopts.thrifty_replication = config.thrifty_replication;
+  dopts.poll_after_commit = absl::Microseconds(config.raft_poll_us);
   absl::StatusOr<std::unique_ptr<RaftDriver>> driver =
       RaftDriver::Create(dopts, backends->log.get(), &applier, &transport, raft_cq.get());
   if (!driver.ok()) return Fail("starting the Raft core", driver.status());

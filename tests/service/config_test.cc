@@ -93,5 +93,10 @@ TEST(ValidateConfigTest, KvPollDefaultsToAHundredMicrosecondsAndIsBounded) {
   ExpectBounds(&NodeConfig::kv_poll_us, {0, 100, 10000}, {-1, 10001}, "--kv_poll_us");
 }
 
+TEST(ValidateConfigTest, RaftPollDefaultsToAHundredMicrosecondsAndIsBounded) {
+  EXPECT_EQ(Valid().raft_poll_us, 100);
+  ExpectBounds(&NodeConfig::raft_poll_us, {0, 100, 10000}, {-1, 10001}, "--raft_poll_us");
+}
+
 }  // namespace
 }  // namespace raftkv::service

@@ -73,5 +73,54 @@ TEST_F(PollThenWaitTest, ItPollsInsteadOfSleepingOnlyWhenAsked) {
   EXPECT_GT(polling, absl::Milliseconds(15));
 }
 
+TEST_F(PollThenWaitTest, WithADeadlineAnEventWhilePollingIsReturned) {
+  alarm_.Set(&cq_, absl::ToChronoTime(absl::Now() + absl::Milliseconds(20)), &tag_);
+  void* tag = nullptr;
+  bool ok = false;
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(PollThenWaitUntil(&cq_, &tag, &ok, absl::Seconds(20), start + absl::Seconds(20)),
+            grpc::CompletionQueue::GOT_EVENT);
+  EXPECT_EQ(tag, &tag_);
+  EXPECT_TRUE(ok);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+}
+
+// The deadline bounds the poll as well as the wait after it: with nothing
+// on the queue the call returns TIMEOUT at the deadline, not at the end of
+// a longer poll.
+TEST_F(PollThenWaitTest, WithADeadlineNothingQueuedTimesOutAtTheDeadline) {
+  void* tag = nullptr;
+  bool ok = false;
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(PollThenWaitUntil(&cq_, &tag, &ok, absl::Seconds(20), start + absl::Milliseconds(100)),
+            grpc::CompletionQueue::TIMEOUT);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(100));
+  EXPECT_LT(took, absl::Seconds(10));
+}
+
+TEST_F(PollThenWaitTest, WithADeadlineItWaitsPastAShortPollForALaterEvent) {
+  alarm_.Set(&cq_, absl::ToChronoTime(absl::Now() + absl::Milliseconds(100)), &tag_);
+  void* tag = nullptr;
+  bool ok = false;
+  const absl::Duration cpu = ThreadCpu();
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(PollThenWaitUntil(&cq_, &tag, &ok, absl::Milliseconds(1), start + absl::Seconds(20)),
+            grpc::CompletionQueue::GOT_EVENT);
+  EXPECT_EQ(tag, &tag_);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(90));
+  // It slept after the 1 ms poll rather than polling on until the event.
+  EXPECT_LT(ThreadCpu() - cpu, absl::Milliseconds(15));
+}
+
+TEST_F(PollThenWaitTest, WithADeadlineAShutDownQueueEndsThePoll) {
+  cq_.Shutdown();
+  void* tag = nullptr;
+  bool ok = false;
+  EXPECT_EQ(PollThenWaitUntil(&cq_, &tag, &ok, absl::Seconds(20),
+                              absl::Now() + absl::Seconds(20)),
+            grpc::CompletionQueue::SHUTDOWN);
+}
+
 }  // namespace
 }  // namespace raftkv::service
