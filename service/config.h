@@ -43,8 +43,9 @@ struct NodeConfig {
   // sleeps, so that the client's next request needs no wake-up (queue_poll.h).
   int kv_poll_us = 100;
   // --raft_poll_us, in [0, 10000]: once the Raft thread of a leader has
-  // committed writes, how long it polls its queue (yielding between polls)
-  // before it sleeps, so that the clients' next writes need no wake-up.
+  // committed writes, or while writes wait for acknowledgements, how long it
+  // polls its queue (yielding between polls) before it sleeps, so that the
+  // next write or acknowledgement needs no wake-up.
   int raft_poll_us = 100;
 
   std::vector<uint64_t> voter_ids() const;

@@ -5,10 +5,11 @@
 // interrupt sent through the host, on both ends (docs/benchmarks.md: the
 // seventh VM kind). A KV thread that has just answered a call is likely to
 // get the client's next request within tens of microseconds, and a leader's
-// Raft thread that has just committed writes the next writes; polling for
-// them instead of sleeping saves that wake-up. Between polls the thread yields, so any
-// other runnable thread on its core goes first: the polling only uses time
-// that core would otherwise spend idle.
+// Raft thread that has just committed writes (or waits for a follower's
+// acknowledgement) its next event; polling for them instead of sleeping
+// saves that wake-up. Between polls the thread yields, so any other runnable
+// thread on its core goes first: the polling only uses time that core would
+// otherwise spend idle.
 //
 // Thread safety: call from the thread that drains `cq` (as with Next()).
 #pragma once

@@ -285,14 +285,18 @@ void RaftDriver::Run() {
     reads_resumed = transport_->ResumeReads();
     Publish();
     const uint64_t commit = commit_.load(std::memory_order_relaxed);
+    // A leader expects its next event within tens of microseconds after a
+    // turn that committed entries (the clients just answered send their next
+    // writes at once) and while entries wait for acknowledgements (a
+    // follower's fsync away). Polling for it saves this thread a wake-up,
+    // which on a VM whose idle vCPUs halt is a trip through the host: 1
+    // client's puts +13% (docs/benchmarks.md). A thread that is busy anyway
+    // (under load) rarely finds its queue empty, so this costs it little.
+    if (was_leader_ && (commit != commit_seen || log_->view()->LastIndex() > commit)) {
+      poll = options_.leader_poll;
+    }
     if (commit != commit_seen) {
       commit_seen = commit;
-      // The writes just answered make their clients' next ones likely within
-      // tens of microseconds. Polling for them saves this thread a wake-up,
-      // which on a VM whose idle vCPUs halt is a trip through the host: 1
-      // client's puts +8% (docs/benchmarks.md). A thread that is busy anyway
-      // (under load) rarely reaches an empty queue, so this costs it little.
-      if (was_leader_) poll = options_.poll_after_commit;
       // Without thrifty replication commits are announced at once: no timer.
       announce_at = was_leader_ && options_.thrifty_replication ? now + kAnnounceCommitAfter
                                                                 : absl::InfiniteFuture();

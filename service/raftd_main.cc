@@ -79,11 +79,11 @@ ABSL_FLAG(int, kv_poll_us, 100,
           "halt), for up to that much CPU per call when the node is otherwise idle. "
           "Env: RAFTKV_KV_POLL_US.");
 ABSL_FLAG(int, raft_poll_us, 100,
-          "Once a leader's Raft thread has committed writes, microseconds it polls its queue "
-          "for the clients' next writes before it sleeps (0..10000; 0: sleep at once). Between "
-          "polls it yields the core to any other runnable thread. Saves a wake-up per write of "
-          "a client that sends its next one at once, for up to that much CPU per commit when "
-          "the node is otherwise idle. Env: RAFTKV_RAFT_POLL_US.");
+          "Once a leader's Raft thread has committed writes, or while writes wait for "
+          "acknowledgements, microseconds it polls its queue for the next event before it "
+          "sleeps (0..10000; 0: sleep at once). Between polls it yields the core to any other "
+          "runnable thread. Saves wake-ups on a write's path, for up to twice that much CPU "
+          "per write when the node is otherwise idle. Env: RAFTKV_RAFT_POLL_US.");
 ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error. Env: RAFTKV_LOG_LEVEL.");
 
@@ -242,7 +242,7 @@ int Run(int argc, char** argv) {
   dopts.tick_ms = config.heartbeat_ms;
   dopts.election_ticks = std::max(2, config.election_ms / config.heartbeat_ms);
   dopts.thrifty_replication = config.thrifty_replication;
-  dopts.poll_after_commit = absl::Microseconds(config.raft_poll_us);
+  dopts.leader_poll = absl::Microseconds(config.raft_poll_us);
   absl::StatusOr<std::unique_ptr<RaftDriver>> driver =
       RaftDriver::Create(dopts, backends->log.get(), &applier, &transport, raft_cq.get());
   if (!driver.ok()) return Fail("starting the Raft core", driver.status());
