@@ -197,10 +197,12 @@ class CpuAccountingTest(unittest.TestCase):
         self.assertEqual(cluster.cpu_s(), 0.0)  # not started
         node.start()
         self.addCleanup(node.stop)
+        # /proc counts user and system time apart, each in whole 10 ms
+        # ticks, so 0.3 s burnt may read as 0.29 (seen in CI).
         deadline = time.monotonic() + 20
-        while cluster.cpu_s() < 0.3 and time.monotonic() < deadline:
+        while cluster.cpu_s() < 0.27 and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.assertGreaterEqual(cluster.cpu_s(), 0.3)
+        self.assertGreaterEqual(cluster.cpu_s(), 0.27)
         self.assertLess(cluster.cpu_s(), 5.0)
         node.stop()
         self.assertEqual(cluster.cpu_s(), 0.0)
