@@ -54,17 +54,18 @@ absl::Status ValidateConfig(const NodeConfig& c) {
   if (c.election_ms < 2 * c.heartbeat_ms) {
     return absl::InvalidArgumentError("--election_ms must be at least 2 * --heartbeat_ms");
   }
-  if (c.kv_threads < 0 || c.kv_threads > 64) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv_threads must be in [0, 64], not ", c.kv_threads));
-  }
-  if (c.kv_poll_us < 0 || c.kv_poll_us > 10000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv_poll_us must be in [0, 10000], not ", c.kv_poll_us));
-  }
-  if (c.raft_poll_us < 0 || c.raft_poll_us > 10000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--raft_poll_us must be in [0, 10000], not ", c.raft_poll_us));
+  struct Bounded {  // a flag that must lie in [0, max]
+    const char* flag;
+    int value;
+    int max;
+  };
+  for (const Bounded& b : {Bounded{"kv_threads", c.kv_threads, 64},
+                           Bounded{"kv_poll_us", c.kv_poll_us, 10000},
+                           Bounded{"raft_poll_us", c.raft_poll_us, 10000}}) {
+    if (b.value < 0 || b.value > b.max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", b.flag, " must be in [0, ", b.max, "], not ", b.value));
+    }
   }
   return absl::OkStatus();
 }

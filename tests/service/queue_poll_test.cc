@@ -38,8 +38,15 @@ class PollThenWaitTest : public ::testing::Test {
     EXPECT_TRUE(ok);
     return absl::Now() - start;
   }
+  // PollThenWaitUntil(`poll`, `deadline`) on the queue; the event's tag and
+  // ok land in tag_seen_ and ok_seen_.
+  grpc::CompletionQueue::NextStatus PollUntil(absl::Duration poll, absl::Time deadline) {
+    return PollThenWaitUntil(&cq_, &tag_seen_, &ok_seen_, poll, deadline);
+  }
   grpc::CompletionQueue cq_;
   int tag_ = 0;
+  void* tag_seen_ = nullptr;
+  bool ok_seen_ = false;
   grpc::Alarm alarm_;
 };
 
@@ -75,13 +82,11 @@ TEST_F(PollThenWaitTest, ItPollsInsteadOfSleepingOnlyWhenAsked) {
 
 TEST_F(PollThenWaitTest, WithADeadlineAnEventWhilePollingIsReturned) {
   alarm_.Set(&cq_, absl::ToChronoTime(absl::Now() + absl::Milliseconds(20)), &tag_);
-  void* tag = nullptr;
-  bool ok = false;
   const absl::Time start = absl::Now();
-  EXPECT_EQ(PollThenWaitUntil(&cq_, &tag, &ok, absl::Seconds(20), start + absl::Seconds(20)),
+  EXPECT_EQ(PollUntil(absl::Seconds(20), start + absl::Seconds(20)),
             grpc::CompletionQueue::GOT_EVENT);
-  EXPECT_EQ(tag, &tag_);
-  EXPECT_TRUE(ok);
+  EXPECT_EQ(tag_seen_, &tag_);
+  EXPECT_TRUE(ok_seen_);
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
 }
 
@@ -89,10 +94,8 @@ TEST_F(PollThenWaitTest, WithADeadlineAnEventWhilePollingIsReturned) {
 // on the queue the call returns TIMEOUT at the deadline, not at the end of
 // a longer poll.
 TEST_F(PollThenWaitTest, WithADeadlineNothingQueuedTimesOutAtTheDeadline) {
-  void* tag = nullptr;
-  bool ok = false;
   const absl::Time start = absl::Now();
-  EXPECT_EQ(PollThenWaitUntil(&cq_, &tag, &ok, absl::Seconds(20), start + absl::Milliseconds(100)),
+  EXPECT_EQ(PollUntil(absl::Seconds(20), start + absl::Milliseconds(100)),
             grpc::CompletionQueue::TIMEOUT);
   const absl::Duration took = absl::Now() - start;
   EXPECT_GE(took, absl::Milliseconds(100));
@@ -101,13 +104,11 @@ TEST_F(PollThenWaitTest, WithADeadlineNothingQueuedTimesOutAtTheDeadline) {
 
 TEST_F(PollThenWaitTest, WithADeadlineItWaitsPastAShortPollForALaterEvent) {
   alarm_.Set(&cq_, absl::ToChronoTime(absl::Now() + absl::Milliseconds(100)), &tag_);
-  void* tag = nullptr;
-  bool ok = false;
   const absl::Duration cpu = ThreadCpu();
   const absl::Time start = absl::Now();
-  EXPECT_EQ(PollThenWaitUntil(&cq_, &tag, &ok, absl::Milliseconds(1), start + absl::Seconds(20)),
+  EXPECT_EQ(PollUntil(absl::Milliseconds(1), start + absl::Seconds(20)),
             grpc::CompletionQueue::GOT_EVENT);
-  EXPECT_EQ(tag, &tag_);
+  EXPECT_EQ(tag_seen_, &tag_);
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(90));
   // It slept after the 1 ms poll rather than polling on until the event.
   EXPECT_LT(ThreadCpu() - cpu, absl::Milliseconds(15));
@@ -115,10 +116,7 @@ TEST_F(PollThenWaitTest, WithADeadlineItWaitsPastAShortPollForALaterEvent) {
 
 TEST_F(PollThenWaitTest, WithADeadlineAShutDownQueueEndsThePoll) {
   cq_.Shutdown();
-  void* tag = nullptr;
-  bool ok = false;
-  EXPECT_EQ(PollThenWaitUntil(&cq_, &tag, &ok, absl::Seconds(20),
-                              absl::Now() + absl::Seconds(20)),
+  EXPECT_EQ(PollUntil(absl::Seconds(20), absl::Now() + absl::Seconds(20)),
             grpc::CompletionQueue::SHUTDOWN);
 }
 
