@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -130,7 +131,24 @@ void Applier::Run() {
   }
 }
 
+size_t Applier::AnswersDue(const std::vector<Item>& items) const {
+  size_t committed = 0, writes = pending_writes_.size(), reads = pending_reads_.size();
+  for (const Item& item : items) {
+    if (const auto* h = std::get_if<Handoff>(&item)) {
+      committed += h->committed.size();
+      writes += h->writes.size();
+      for (const ReadBatch& r : h->reads) reads += r.waiters.size();
+    } else if (const auto* r = std::get_if<ReadBatch>(&item)) {
+      reads += r->waiters.size();
+    }
+  }
+  // Only the committed entries of this node's own clients are answered
+  // (a follower applies everyone's).
+  return std::min(committed, writes) + reads;
+}
+
 void Applier::Process(std::vector<Item>& items) {
+  if (cork_ != nullptr) cork_->Hold(AnswersDue(items));
   // Consecutive committed batches are applied with one call: one state
   // machine write per wake-up rather than per Ready.
   std::vector<raft::Entry> run;
@@ -174,6 +192,7 @@ void Applier::Process(std::vector<Item>& items) {
   }
   flush();
   ServeReads();
+  if (cork_ != nullptr) cork_->Release();
 }
 
 void Applier::ApplyEntries(const std::vector<raft::Entry>& entries) {

@@ -30,6 +30,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "service/backend.h"
+#include "service/client_cork.h"
 #include "service/requests.h"
 
 namespace raftkv::service {
@@ -41,6 +42,11 @@ class Applier {
   ~Applier();
   Applier(const Applier&) = delete;
   Applier& operator=(const Applier&) = delete;
+
+  // Answers to a batch go out through `cork` (see client_cork.h): held
+  // while the batch is answered, then sent together. Optional; call before
+  // Start() and before anything is submitted. `cork` must outlive the Applier.
+  void set_client_cork(ClientCork* cork) { cork_ = cork; }
 
   void Start();
   // Joins the thread; waiters still pending are failed with UNAVAILABLE.
@@ -92,8 +98,11 @@ class Applier {
   void Run();
   void ApplyEntries(const std::vector<raft::Entry>& entries);
   void ServeReads();
+  // About how many calls Process(items) will answer.
+  size_t AnswersDue(const std::vector<Item>& items) const;
 
   StateMachineBackend* const state_machine_;
+  ClientCork* cork_ = nullptr;
   std::atomic<uint64_t> applied_{0};
   std::thread thread_;
 

@@ -47,6 +47,9 @@ struct NodeConfig {
   // polls its queue (yielding between polls) before it sleeps, so that the
   // next write or acknowledgement needs no wake-up.
   int raft_poll_us = 100;
+  // --cork_client_answers: a batch of answers leaves on each client
+  // connection together (client_cork.h).
+  bool cork_client_answers = true;
 
   std::vector<uint64_t> voter_ids() const;
   const PeerAddress& self() const { return members.at(id); }

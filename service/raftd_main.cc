@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -19,6 +20,7 @@
 #include "grpcpp/grpcpp.h"
 #include "service/applier.h"
 #include "service/backend.h"
+#include "service/client_cork.h"
 #include "service/config.h"
 #include "service/kv_service.h"
 #include "service/raft_driver.h"
@@ -84,6 +86,12 @@ ABSL_FLAG(int, raft_poll_us, 100,
           "sleeps (0..10000; 0: sleep at once). Between polls it yields the core to any other "
           "runnable thread. Saves wake-ups on a write's path, for up to twice that much CPU "
           "per write when the node is otherwise idle. Env: RAFTKV_RAFT_POLL_US.");
+ABSL_FLAG(bool, cork_client_answers, true,
+          "Hold back the TCP segments of a batch of answers on the client connections "
+          "(TCP_CORK) until the whole batch is answered, so that a connection's answers leave "
+          "in one segment instead of one each: less CPU per write under load, on this node and "
+          "its clients. Only for batches with at least as many answers as client connections. "
+          "Env: RAFTKV_CORK_CLIENT_ANSWERS.");
 ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error. Env: RAFTKV_LOG_LEVEL.");
 
@@ -109,6 +117,7 @@ constexpr std::pair<const char*, const char*> kEnv[] = {
     {"kv_threads", "RAFTKV_KV_THREADS"},
     {"kv_poll_us", "RAFTKV_KV_POLL_US"},
     {"raft_poll_us", "RAFTKV_RAFT_POLL_US"},
+    {"cork_client_answers", "RAFTKV_CORK_CLIENT_ANSWERS"},
     {"log_level", "RAFTKV_LOG_LEVEL"},
 };
 
@@ -143,6 +152,7 @@ absl::StatusOr<NodeConfig> ConfigFromFlags() {
   c.kv_threads = absl::GetFlag(FLAGS_kv_threads);
   c.kv_poll_us = absl::GetFlag(FLAGS_kv_poll_us);
   c.raft_poll_us = absl::GetFlag(FLAGS_raft_poll_us);
+  c.cork_client_answers = absl::GetFlag(FLAGS_cork_client_answers);
   if (absl::Status s = ValidateConfig(c); !s.ok()) return s;
   PeerAddress& self = c.members[c.id];
   c.client_listen = absl::GetFlag(FLAGS_client_addr);
@@ -213,6 +223,8 @@ int Run(int argc, char** argv) {
   std::map<uint64_t, std::string> peer_addrs;
   for (const auto& [id, a] : config.members) peer_addrs[id] = a.peer_addr;
   Transport transport(config.id, config.cluster_id, peer_addrs);
+  // Declared before the applier, which uses it until it is destroyed.
+  std::optional<ClientCork> cork;
   Applier applier(backends->state_machine.get());
 
   // Health is served by KvService (grpc.health.v1 on completion queues), not
@@ -284,6 +296,10 @@ int Run(int argc, char** argv) {
                 absl::UnavailableError("cannot bind " + config.client_listen));
   }
 
+  if (config.cork_client_answers) {
+    cork.emplace(client_port);
+    applier.set_client_cork(&*cork);
+  }
   kv.Start();
   applier.Start();
   (*driver)->Start();
