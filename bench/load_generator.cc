@@ -7,8 +7,11 @@
 #include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "service/tcp_sockets.h"
 
 namespace raftkv::bench {
 
@@ -26,6 +29,13 @@ struct LoadGenerator::Worker {
   std::atomic<uint64_t> ok{0};
   std::atomic<uint64_t> failed{0};
 
+  // Coalesced sends: the sockets this thread corked in its current burst,
+  // and for each channel the burst that last corked it. Thread's own.
+  std::vector<int> held;
+  std::vector<uint64_t> held_in;
+  uint64_t burst = 0;
+  bool coalescing = false;  // past the burst's first call
+
   // Uncontended but for Run() resetting and collecting it between phases;
   // it keeps a late completion after a phase's hard stop from racing them.
   absl::Mutex mu;
@@ -42,6 +52,7 @@ class LoadGenerator::Client {
   Client(Worker* worker, uint64_t seed) : worker(worker), rng(seed) {}
 
   Worker* const worker;
+  size_t channel = 0;
   std::unique_ptr<KvCaller> caller;
   std::mt19937_64 rng;
   absl::Time started;
@@ -66,6 +77,26 @@ LoadGenerator::~LoadGenerator() {
   }
 }
 
+namespace {
+
+// The descriptors of this process's connections to `port`.
+absl::flat_hash_set<int> SocketsTo(int port) {
+  absl::flat_hash_set<int> fds;
+  for (const service::TcpSocket& s : service::ListConnectedTcpSockets()) {
+    if (s.peer_port == port) fds.insert(s.fd);
+  }
+  return fds;
+}
+
+int PortOf(const std::string& target) {
+  int port = -1;
+  const size_t colon = target.rfind(':');
+  if (colon == std::string::npos || !absl::SimpleAtoi(target.substr(colon + 1), &port)) return -1;
+  return port;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(
     const Options& options, const KvApi& api, const std::vector<std::string>& targets,
     absl::Duration connect_wait) {
@@ -75,21 +106,42 @@ absl::StatusOr<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(
   for (int i = 0; i < options.conns; ++i) {
     const std::string& target = targets[i % targets.size()];
     auto channel = NewBenchChannel(target, i);
+    // gRPC does not say which socket a channel uses: it is the one to the
+    // target that appears while the channel connects (channels connect one
+    // at a time). Not found (two appeared): that channel's calls are not
+    // coalesced.
+    const int port = options.coalesce_sends ? PortOf(target) : -1;
+    const absl::flat_hash_set<int> before = port > 0 ? SocketsTo(port) : absl::flat_hash_set<int>();
     if (!channel->WaitForConnected(absl::ToChronoTime(give_up))) {
       return absl::UnavailableError(absl::StrCat("could not connect to ", target, " within ",
                                                  absl::FormatDuration(connect_wait)));
     }
+    int socket = -1;
+    if (port > 0) {
+      int appeared = 0;
+      for (int fd : SocketsTo(port)) {
+        if (!before.contains(fd)) {
+          socket = fd;
+          ++appeared;
+        }
+      }
+      if (appeared != 1) socket = -1;
+    }
     g->channels_.push_back(std::move(channel));
+    g->channel_sockets_.push_back(socket);
   }
   const int threads = std::max(1, std::min(options.threads, options.clients));
-  for (int i = 0; i < threads; ++i) g->workers_.push_back(std::make_unique<Worker>(i));
+  for (int i = 0; i < threads; ++i) {
+    g->workers_.push_back(std::make_unique<Worker>(i));
+    g->workers_.back()->held_in.assign(g->channels_.size(), 0);
+  }
   std::string value(options.val_size, 'x');
   for (int i = 0; i < options.val_size; ++i) value[i] = static_cast<char>('a' + i % 26);
   std::mt19937_64 seeder(0x5eed);
   for (int i = 0; i < options.clients; ++i) {
     auto client = std::make_unique<Client>(g->workers_[i % threads].get(), seeder());
-    client->caller =
-        api.NewCaller(g->channels_[i % g->channels_.size()], value, options.serializable);
+    client->channel = i % g->channels_.size();
+    client->caller = api.NewCaller(g->channels_[client->channel], value, options.serializable);
     g->clients_.push_back(std::move(client));
   }
   for (auto& w : g->workers_) {
@@ -108,7 +160,37 @@ void LoadGenerator::Poll(Worker* w) {
   void* tag = nullptr;
   bool ok = false;
   // A client-side Finish() always completes with ok == true.
-  while (w->cq.Next(&tag, &ok)) OnCallDone(static_cast<Client*>(tag));
+  if (!options_.coalesce_sends) {
+    while (w->cq.Next(&tag, &ok)) OnCallDone(static_cast<Client*>(tag));
+    return;
+  }
+  while (w->cq.Next(&tag, &ok)) {
+    // The first call of a burst leaves at once: alone (one client, say), it
+    // has nothing to share a segment with.
+    ++w->burst;
+    w->coalescing = false;
+    OnCallDone(static_cast<Client*>(tag));
+    w->coalescing = true;
+    // What has completed meanwhile (the rest of a batch of answers) belongs
+    // to the same burst: the calls it starts share the held segments. The
+    // burst is bounded, so that a steady stream of completions cannot hold
+    // calls back for long.
+    for (int i = 1; i < kMaxBurst && w->cq.AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_MONOTONIC)) ==
+                                         grpc::CompletionQueue::GOT_EVENT;
+         ++i) {
+      OnCallDone(static_cast<Client*>(tag));
+    }
+    for (int fd : w->held) service::SetTcpCork(fd, false);
+    w->held.clear();
+  }
+}
+
+void LoadGenerator::HoldChannel(Worker* w, size_t channel) {
+  const int fd = channel_sockets_[channel];
+  if (!w->coalescing || fd < 0 || w->held_in[channel] == w->burst) return;
+  w->held_in[channel] = w->burst;
+  service::SetTcpCork(fd, true);
+  w->held.push_back(fd);
 }
 
 bool LoadGenerator::Claim(absl::Time now) {
@@ -160,6 +242,7 @@ void LoadGenerator::OnCallDone(Client* c) {
   std::atomic<uint64_t>& done = status.ok() ? w->ok : w->failed;
   done.store(done.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   if (phase_.rate <= 0 && Claim(now)) {
+    if (options_.coalesce_sends) HoldChannel(w, c->channel);
     StartCall(c, now);  // on this thread, at once: no hand-off
     return;
   }

@@ -16,6 +16,15 @@
 // counters through atomics, and in_flight_/idle_ under mu_. Every phase is
 // bounded by a call count and a wall-clock deadline; calls carry their own
 // deadline too, so Run() always returns and the destructor's join ends.
+//
+// gRPC's C++ transport writes every call with a sendmsg of its own, a TCP
+// segment each; with coalesced sends (the default) a worker corks a
+// channel's socket (TCP_CORK) while it starts the calls of one burst of
+// completions and uncorks it at the burst's end, so those calls share
+// segments, as grpc-go's transport batches the frames queued while it
+// writes. On loopback every segment costs the sender the receiver's TCP
+// processing too: at 1,000 clients this took the load generator's CPU per
+// call down by a quarter (docs/benchmarks.md).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -90,6 +99,8 @@ class LoadGenerator {
 
   // The number of worker threads.
   int threads() const { return static_cast<int>(workers_.size()); }
+  // The socket found under each channel for coalesced sends (-1: none).
+  const std::vector<int>& channel_sockets() const { return channel_sockets_; }
 
  private:
   class Client;
@@ -100,6 +111,11 @@ class LoadGenerator {
   // A worker thread's loop: handles its queue's completions until the queue
   // is shut down and drained.
   void Poll(Worker* worker);
+  // On the worker's thread: corks `channel`'s socket until the end of the
+  // worker's current burst.
+  void HoldChannel(Worker* worker, size_t channel);
+  // Completions handled in one burst at most.
+  static constexpr int kMaxBurst = 256;
   // Reserves the right to start one more call in this phase.
   bool Claim(absl::Time now);
   // Starts the client's next call; `now` is its start time.
@@ -109,6 +125,8 @@ class LoadGenerator {
 
   const Options options_;
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  // The socket under each channel, found when it connected; -1 if unknown.
+  std::vector<int> channel_sockets_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<Client>> clients_;
 

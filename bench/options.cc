@@ -263,6 +263,11 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv) {
       o.prefill = value != "false";
     } else if (name == "allow-remote") {
       o.allow_remote = value != "false";
+    } else if (name == "coalesce-sends") {
+      if (value != "true" && value != "false") {
+        return Bad(name, absl::StrCat("want true or false, not '", value, "'"));
+      }
+      o.coalesce_sends = value == "true";
     } else if (name == "write-out" || name == "w") {
       if (value == "json") {
         o.json = true;
@@ -339,6 +344,10 @@ reports throughput, latency percentiles and errors by status code.
   --prefill              write every key once before a get or mixed run
                          (with --key-space=one the key is always written first)
   --timeout=T            per-call deadline                  [10s]
+  --coalesce-sends=B     true: the calls a thread starts in one burst (as the
+                         answers of one batch come in) leave each connection in
+                         as few TCP segments as they fill, as grpc-go clients
+                         send them; false: one segment per call   [true]
   -w json                machine-readable result on stdout
 
 Exit status: 0 when every call succeeded, 1 on bad flags or no connection,

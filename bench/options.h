@@ -52,6 +52,7 @@ struct Options {
   absl::Duration timeout;      // per-call deadline
   bool json = false;           // -w json
   bool allow_remote = false;   // permit non-loopback endpoints
+  bool coalesce_sends = true;  // a worker's burst of calls shares TCP segments
 };
 
 // Parses argv as `bench <workload> [flags]`: argv[0] is the command name

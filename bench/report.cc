@@ -108,9 +108,10 @@ std::string FormatJson(const Options& o, const std::string& target, const PhaseR
   absl::StrAppendFormat(&out,
                         "\"conns\": %d, \"clients\": %d, \"threads\": %d, \"key_size\": %d, "
                         "\"key_space\": \"%s\", \"keys\": %d, \"val_size\": %d, "
-                        "\"consistency\": \"%s\", \"rate\": %g, ",
+                        "\"consistency\": \"%s\", \"rate\": %g, \"coalesce_sends\": %s, ",
                         o.conns, o.clients, o.threads, o.key_size, Name(o.key_space), o.keys,
-                        o.val_size, o.serializable ? "s" : "l", o.rate);
+                        o.val_size, o.serializable ? "s" : "l", o.rate,
+                        o.coalesce_sends ? "true" : "false");
   absl::StrAppendFormat(&out,
                         "\"ok\": %d, \"failed\": %d, \"elapsed_s\": %.6f, \"throughput\": %.3f, ",
                         r.ok, r.error_count(), absl::ToDoubleSeconds(r.elapsed), Throughput(r));

@@ -5,6 +5,9 @@
 #include "bench/load_generator.h"
 
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>  // tcp_info with tcpi_segs_out
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <deque>
@@ -21,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "bench/kv_api.h"
 #include "bench/options.h"
+#include "service/tcp_sockets.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/etcd_minimal.grpc.pb.h"
@@ -322,6 +326,63 @@ TEST(LoadGeneratorTest, EachConnectionIsItsOwnTcpConnection) {
   ASSERT_NE(g, nullptr);
   EXPECT_EQ(g->Run(PhaseOf(o), nullptr).ok, 200u);
   EXPECT_EQ(server.counts().peers.size(), 5u);
+}
+
+bool Corked(int fd) {
+  int on = 0;
+  socklen_t len = sizeof on;
+  getsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, &len);
+  return on != 0;
+}
+
+// Segments sent so far on the sockets `fds`.
+uint64_t SegmentsOut(const std::vector<int>& fds) {
+  uint64_t n = 0;
+  for (int fd : fds) {
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    EXPECT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len), 0);
+    n += info.tcpi_segs_out;
+  }
+  return n;
+}
+
+// The server answers 20 calls at a time, so each burst of completions starts
+// 20 calls over 4 connections: coalesced, they leave in far fewer segments
+// than one each; and no socket is left corked once the run is over.
+TEST(LoadGeneratorTest, CoalescedSendsShareSegmentsAndLeaveNoSocketCorked) {
+  FakeServer server({.hold = 20});
+  const int port = std::stoi(server.endpoint().substr(server.endpoint().rfind(':') + 1));
+  const auto api = NewRaftkvApi();
+  uint64_t segments[2] = {0, 0};
+  for (bool coalesce : {false, true}) {
+    const auto o = MustParse({"put", "--endpoints=" + server.endpoint(), "--clients=40",
+                              "--conns=4", "--threads=1", "--total=4000",
+                              absl::StrCat("--coalesce-sends=", coalesce ? "true" : "false")});
+    auto g = MustCreate(o, *api, server.endpoint());
+    ASSERT_NE(g, nullptr);
+    // The client ends of this generator's connections (the previous one's
+    // are closed).
+    std::vector<int> fds;
+    for (const service::TcpSocket& s : service::ListConnectedTcpSockets()) {
+      if (s.peer_port == port) fds.push_back(s.fd);
+    }
+    ASSERT_EQ(fds.size(), 4u);
+    std::vector<int> found = g->channel_sockets();
+    if (coalesce) {
+      std::sort(found.begin(), found.end());
+      EXPECT_EQ(found, fds);
+    } else {
+      EXPECT_THAT(found, ::testing::Each(-1));  // not looked for
+    }
+    const uint64_t before = SegmentsOut(fds);
+    EXPECT_EQ(g->Run(PhaseOf(o), nullptr).ok, 4000u);
+    segments[coalesce] = SegmentsOut(fds) - before;
+    for (int fd : fds) EXPECT_FALSE(Corked(fd));
+  }
+  EXPECT_GE(segments[0], 4000u) << "a segment per call when not coalesced";
+  EXPECT_LT(segments[1], segments[0] * 2 / 3)
+      << "coalesced: " << segments[1] << " segments, against " << segments[0];
 }
 
 TEST(LoadGeneratorTest, ClientsKeepExactlyOneCallEachInFlight) {

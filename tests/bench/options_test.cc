@@ -45,6 +45,7 @@ TEST(OptionsTest, DefaultsAreBoundedInCountAndTime) {
   EXPECT_EQ(o->val_size, 256);
   EXPECT_FALSE(o->serializable);
   EXPECT_FALSE(o->json);
+  EXPECT_TRUE(o->coalesce_sends);
 }
 
 TEST(OptionsTest, ADurationAloneStillCapsTheCount) {
@@ -76,6 +77,7 @@ TEST(OptionsTest, BothFlagFormsAndEveryOption) {
                         "--read-fraction=0.9",
                         "--prefill",
                         "--timeout=2s",
+                        "--coalesce-sends=false",
                         "-w",
                         "json"});
   ASSERT_TRUE(o.ok()) << o.status();
@@ -98,6 +100,7 @@ TEST(OptionsTest, BothFlagFormsAndEveryOption) {
   EXPECT_DOUBLE_EQ(o->read_fraction, 0.9);
   EXPECT_TRUE(o->prefill);
   EXPECT_EQ(o->timeout, absl::Seconds(2));
+  EXPECT_FALSE(o->coalesce_sends);
   EXPECT_TRUE(o->json);
 }
 
@@ -148,6 +151,7 @@ TEST(OptionsTest, BadInputNamesTheProblem) {
   ExpectInvalid({"put", "--endpoints=127.0.0.1"}, "not host:port");
   ExpectInvalid({"put", "--endpoints=127.0.0.1:99999"}, "not host:port");
   ExpectInvalid({"put", "--timeout=0"}, "--timeout");
+  ExpectInvalid({"put", "--coalesce-sends=yes"}, "want true or false");
 }
 
 TEST(OptionsTest, RemoteEndpointsNeedAnExplicitFlag) {
