@@ -640,6 +640,9 @@ def main():
     ap.add_argument("--raftd", help="raftd (default: BUILD/service/raftd)")
     ap.add_argument("--raftd-arg", action="append", default=[],
                     help="extra raftd flag, e.g. --raftd-arg=--heartbeat_ms=50 (repeatable)")
+    ap.add_argument("--bench-arg", action="append", default=[],
+                    help="extra load-generator flag for every run of both systems, e.g. "
+                         "--bench-arg=--coalesce-sends=false (repeatable)")
     ap.add_argument("--smoke", action="store_true", help="a short run for the test suite")
     ap.add_argument("--json", help="write the results here as JSON")
     ap.add_argument("--systems", default="etcd,raftkv", help="comma-separated: etcd, raftkv")
@@ -762,8 +765,9 @@ def main():
                 for system in order:
                     runs_left_here -= 1
                     res = run_without_steal(
-                        timed(lambda: run_one(clusters, bench, system, targets, name, flags,
-                                              duration, warmup, failures, probe_dir=root)),
+                        timed(lambda: run_one(clusters, bench, system, targets, name,
+                                              flags + args.bench_arg, duration, warmup,
+                                              failures, probe_dir=root)),
                         args.max_steal, lambda left=runs_left_here: may_rerun(i, left),
                         label=f"{name} on {system}")
                     if res is not None:
