@@ -1,5 +1,7 @@
 #include "service/client_cork.h"
 
+#include <algorithm>
+
 #include "absl/time/clock.h"
 #include "service/tcp_sockets.h"
 
@@ -20,9 +22,15 @@ void ClientCork::List() {
 void ClientCork::Hold(size_t answers) {
   if (holding() || answers < 2) return;
   absl::Time now = absl::Now();
-  if (now - listed_at_ >= relist_every_) {
+  // A listing that took over 10 ms (thousands of descriptors) spaces the
+  // next ones out to keep them under 1% of this thread's time.
+  const absl::Duration every = listing_took_ > absl::Milliseconds(10)
+                                   ? std::max(relist_every_, 100 * listing_took_)
+                                   : relist_every_;
+  if (now - listed_at_ >= every) {
     List();
-    listed_at_ = now;
+    listed_at_ = absl::Now();
+    listing_took_ = listed_at_ - now;
   }
   if (connections_.empty() || connections_.size() > answers) return;
   for (int fd : connections_) SetTcpCork(fd, true);

@@ -13,7 +13,9 @@
 // gRPC does not expose its sockets (its socket mutator's interface is
 // internal), so ClientCork finds them itself: the process's connected TCP
 // sockets whose local port is the client port, listed from /proc/self/fd
-// at most once a second when a batch wants them. A connection newer than
+// at most once a second when a batch wants them (less often when a listing
+// takes over 10 ms, so that it stays under 1% of the answering thread's
+// time however many descriptors the process has). A connection newer than
 // the last listing is simply not corked. A listed descriptor that was closed
 // and reused meanwhile is at worst corked for one batch and uncorked at its
 // end; nothing else in raftd sets TCP_CORK.
@@ -58,6 +60,7 @@ class ClientCork {
   const int port_;
   const absl::Duration relist_every_;
   absl::Time listed_at_ = absl::InfinitePast();
+  absl::Duration listing_took_;
   std::vector<int> connections_;
   std::vector<int> corked_;
 };

@@ -29,21 +29,22 @@ std::vector<TcpSocket> ListConnectedTcpSockets() {
     const long n = std::strtol(e->d_name, &end, 10);
     if (end == e->d_name || *end != '\0' || n == own) continue;
     const int fd = static_cast<int>(n);
-    int type = 0;
-    socklen_t type_len = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 || type != SOCK_STREAM) {
-      continue;
-    }
+    // getsockname fails at once on a file; the type is asked only of
+    // Internet sockets, so that a process with many open files pays one
+    // call for each.
     sockaddr_storage local{}, peer{};
     socklen_t local_len = sizeof local, peer_len = sizeof peer;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
+    const int local_port = Port(local);
+    if (local_port < 0) continue;  // a Unix socket
+    int type = 0;
+    socklen_t type_len = sizeof type;
     // A listener, or a socket not yet connected, has no peer.
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 || type != SOCK_STREAM ||
         getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) {
       continue;
     }
-    const int local_port = Port(local), peer_port = Port(peer);
-    if (local_port < 0 || peer_port < 0) continue;  // a Unix socket
-    out.push_back({fd, local_port, peer_port});
+    out.push_back({fd, local_port, Port(peer)});
   }
   closedir(dir);
   return out;
