@@ -5,10 +5,11 @@
 // gRPC 1.51 writes each call's answer with a sendmsg of its own, and each
 // becomes a segment: on loopback that is one trip through the receiving
 // side's TCP stack (run by the sender, in its softirq) and one wake-up of the
-// client per answer. A leader answering a batch of 330 writes over 100
-// connections (1,000 clients' puts) sent 2.36 segments per write in all;
-// with the connections corked (TCP_CORK) for the batch, 1.45, and the
-// leader's CPU per write fell by about a tenth (docs/benchmarks.md).
+// client per answer. A leader answering batches of about 330 writes over
+// 100 connections (1,000 clients' puts) sent 2.36 segments per write in
+// all; with the connections corked (TCP_CORK) for each batch, 1.45, and
+// the three nodes' CPU per write fell by about a tenth
+// (docs/benchmarks.md).
 //
 // gRPC does not expose its sockets (its socket mutator's interface is
 // internal), so ClientCork finds them itself: the process's connected TCP
