@@ -79,15 +79,6 @@ LoadGenerator::~LoadGenerator() {
 
 namespace {
 
-// The descriptors of this process's connections to `port`.
-absl::flat_hash_set<int> SocketsTo(int port) {
-  absl::flat_hash_set<int> fds;
-  for (const service::TcpSocket& s : service::ListConnectedTcpSockets()) {
-    if (s.peer_port == port) fds.insert(s.fd);
-  }
-  return fds;
-}
-
 int PortOf(const std::string& target) {
   int port = -1;
   const size_t colon = target.rfind(':');
@@ -103,29 +94,36 @@ absl::StatusOr<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(
   if (targets.empty()) return absl::InvalidArgumentError("no endpoints to load");
   std::unique_ptr<LoadGenerator> g(new LoadGenerator(options));
   const absl::Time give_up = absl::Now() + connect_wait;
+  // gRPC does not say which socket a channel uses: it is the one to the
+  // target that appears while the channel connects (channels connect one at
+  // a time), found by listing the process's sockets after each connect and
+  // comparing with the listing before. Not found (two appeared): that
+  // channel's calls are not coalesced.
+  absl::flat_hash_set<int> listed;
+  if (options.coalesce_sends) {
+    for (const service::TcpSocket& s : service::ListConnectedTcpSockets()) listed.insert(s.fd);
+  }
   for (int i = 0; i < options.conns; ++i) {
     const std::string& target = targets[i % targets.size()];
     auto channel = NewBenchChannel(target, i);
-    // gRPC does not say which socket a channel uses: it is the one to the
-    // target that appears while the channel connects (channels connect one
-    // at a time). Not found (two appeared): that channel's calls are not
-    // coalesced.
-    const int port = options.coalesce_sends ? PortOf(target) : -1;
-    const absl::flat_hash_set<int> before = port > 0 ? SocketsTo(port) : absl::flat_hash_set<int>();
     if (!channel->WaitForConnected(absl::ToChronoTime(give_up))) {
       return absl::UnavailableError(absl::StrCat("could not connect to ", target, " within ",
                                                  absl::FormatDuration(connect_wait)));
     }
     int socket = -1;
-    if (port > 0) {
+    if (options.coalesce_sends) {
+      const int port = PortOf(target);
       int appeared = 0;
-      for (int fd : SocketsTo(port)) {
-        if (!before.contains(fd)) {
-          socket = fd;
+      absl::flat_hash_set<int> now;
+      for (const service::TcpSocket& s : service::ListConnectedTcpSockets()) {
+        now.insert(s.fd);
+        if (s.peer_port == port && !listed.contains(s.fd)) {
+          socket = s.fd;
           ++appeared;
         }
       }
       if (appeared != 1) socket = -1;
+      listed = std::move(now);
     }
     g->channels_.push_back(std::move(channel));
     g->channel_sockets_.push_back(socket);

@@ -102,6 +102,8 @@ class Applier {
   size_t AnswersDue(const std::vector<Item>& items) const;
 
   StateMachineBackend* const state_machine_;
+  // Set before Start(); used (Hold/Release) only by whichever thread set
+  // busy_, around Process().
   ClientCork* cork_ = nullptr;
   std::atomic<uint64_t> applied_{0};
   std::thread thread_;
