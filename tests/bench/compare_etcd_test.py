@@ -291,6 +291,15 @@ class SinglePutTest(unittest.TestCase):
         self.assertEqual(out, {"etcd": {"avg_ms": 0.69, "fsyncs": 6.27},
                                "raftkv": {"avg_ms": 0.33, "fsyncs": 3.0}})
 
+    def test_latency_against_the_probe_taken_around_the_shown_run(self):
+        rows = [self.row("put 1 client", etcd=2.07, raftkv=1.22)]
+        rows[0]["etcd"]["disk_sync_us"] = 230.0
+        rows[0]["raftkv"]["disk_sync_us"] = 305.0
+        out = compare_etcd.single_put_vs_fsync(rows, ["etcd", "raftkv"], 405.0)
+        self.assertEqual(out, {
+            "etcd": {"avg_ms": 2.07, "fsyncs": 5.11, "run_disk_us": 230.0, "run_appends": 9.0},
+            "raftkv": {"avg_ms": 1.22, "fsyncs": 3.01, "run_disk_us": 305.0, "run_appends": 4.0}})
+
     def test_missing_workload_system_or_probe_gives_none_or_leaves_it_out(self):
         rows = [self.row("put 1 client", raftkv=0.33)]
         self.assertEqual(compare_etcd.single_put_vs_fsync(rows, ["etcd", "raftkv"], 110.0),
