@@ -9,8 +9,8 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/options.h"
 #include "service/tcp_sockets.h"
 
 namespace raftkv::bench {
@@ -77,17 +77,6 @@ LoadGenerator::~LoadGenerator() {
   }
 }
 
-namespace {
-
-int PortOf(const std::string& target) {
-  int port = -1;
-  const size_t colon = target.rfind(':');
-  if (colon == std::string::npos || !absl::SimpleAtoi(target.substr(colon + 1), &port)) return -1;
-  return port;
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(
     const Options& options, const KvApi& api, const std::vector<std::string>& targets,
     absl::Duration connect_wait) {
@@ -112,7 +101,8 @@ absl::StatusOr<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(
     }
     int socket = -1;
     if (options.coalesce_sends) {
-      const int port = PortOf(target);
+      const absl::StatusOr<HostPort> endpoint = SplitEndpoint(target);
+      const int port = endpoint.ok() ? endpoint->port : -1;
       int appeared = 0;
       absl::flat_hash_set<int> now;
       for (const service::TcpSocket& s : service::ListConnectedTcpSockets()) {

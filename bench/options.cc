@@ -64,7 +64,7 @@ bool IsSwitch(absl::string_view name) {
 
 }  // namespace
 
-absl::StatusOr<bool> IsLoopbackEndpoint(const std::string& endpoint) {
+absl::StatusOr<HostPort> SplitEndpoint(const std::string& endpoint) {
   absl::string_view e = endpoint;
   absl::ConsumePrefix(&e, "http://");
   absl::string_view host;
@@ -90,6 +90,13 @@ absl::StatusOr<bool> IsLoopbackEndpoint(const std::string& endpoint) {
       port_number > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("endpoint '", endpoint, "' is not host:port"));
   }
+  return HostPort{std::string(host), port_number};
+}
+
+absl::StatusOr<bool> IsLoopbackEndpoint(const std::string& endpoint) {
+  absl::StatusOr<HostPort> split = SplitEndpoint(endpoint);
+  if (!split.ok()) return split.status();
+  const std::string& host = split->host;
   if (host == "localhost" || host == "::1") return true;
   std::vector<absl::string_view> octets = absl::StrSplit(host, '.');
   if (octets.size() != 4) return false;

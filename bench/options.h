@@ -64,8 +64,17 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv);
 // The --help text.
 std::string Usage();
 
-// Splits "host:port" (also "[v6]:port", an optional "http://" prefix is
-// dropped) and reports whether host is a loopback address: 127.0.0.0/8,
+// An endpoint's host and port.
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+
+// Splits "host:port" (also "[v6]:port"; an optional "http://" prefix is
+// dropped); InvalidArgument unless the port is 1-65535.
+absl::StatusOr<HostPort> SplitEndpoint(const std::string& endpoint);
+
+// SplitEndpoint, then whether the host is a loopback address: 127.0.0.0/8,
 // localhost or ::1.
 absl::StatusOr<bool> IsLoopbackEndpoint(const std::string& endpoint);
 

@@ -175,5 +175,19 @@ TEST(OptionsTest, LoopbackRecognition) {
   EXPECT_FALSE(IsLoopbackEndpoint(":80").ok());
 }
 
+TEST(OptionsTest, SplitEndpointGivesHostAndPort) {
+  const auto plain = SplitEndpoint("127.0.0.1:7001");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->host, "127.0.0.1");
+  EXPECT_EQ(plain->port, 7001);
+  const auto v6 = SplitEndpoint("http://[::1]:2379");
+  ASSERT_TRUE(v6.ok()) << v6.status();
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->port, 2379);
+  EXPECT_FALSE(SplitEndpoint("127.0.0.1:0").ok());
+  EXPECT_FALSE(SplitEndpoint("127.0.0.1:65536").ok());
+  EXPECT_FALSE(SplitEndpoint("127.0.0.1").ok());
+}
+
 }  // namespace
 }  // namespace raftkv::bench
