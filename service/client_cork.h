@@ -19,10 +19,14 @@
 // time however many descriptors the process has). A connection newer than
 // the last listing is simply not corked. A listed descriptor that was closed
 // and reused meanwhile is at worst corked for one batch and uncorked at its
-// end; nothing else in raftd sets TCP_CORK.
+// end. Only ClientCorks set TCP_CORK in raftd: the Applier's, and the Raft
+// thread's for the answers to writes its node forwarded. When both hold a
+// connection, the first Release lets the other's held segments go early;
+// nothing is lost or reordered.
 //
 // Thread safety: not thread-safe; Hold and Release are called by whichever
-// thread answers a batch (the Applier's owner of the moment), one at a time.
+// thread answers a batch (for the Applier's, its owner of the moment), one
+// at a time.
 #pragma once
 
 #include <cstddef>

@@ -12,6 +12,13 @@
 #include "spdlog/spdlog.h"
 
 namespace raftkv::service {
+namespace {
+
+// True on the Raft thread: what that thread produces for a peer joins the
+// turn's batch (Queue()) instead of going through the inbox.
+thread_local bool t_raft_thread = false;
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<RaftDriver>> RaftDriver::Create(const DriverOptions& options,
                                                                LogBackend* log, Applier* applier,
@@ -48,6 +55,7 @@ RaftDriver::~RaftDriver() { Stop(); }
 void RaftDriver::Start() {
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "raftkv-raft");
+    t_raft_thread = true;
     Run();
   });
 }
@@ -87,7 +95,9 @@ void RaftDriver::Stop() {
 
 void RaftDriver::FailEvent(Event& event, const absl::Status& status) {
   if (auto* p = std::get_if<ProposeEvent>(&event)) p->waiter->Failed(status);
-  if (auto* f = std::get_if<ForwardEvent>(&event)) f->waiter->Failed(status);
+  if (auto* f = std::get_if<ForwardEvent>(&event)) {
+    for (WriteToForward& w : f->writes) w.waiter->Failed(status);
+  }
   if (auto* r = std::get_if<ReadEvent>(&event)) r->waiter->Failed(status);
 }
 
@@ -121,9 +131,8 @@ void RaftDriver::Propose(std::string data, std::shared_ptr<WriteWaiter> waiter) 
   Push(ProposeEvent{std::move(data), std::move(waiter)});
 }
 
-void RaftDriver::Forward(std::string data, std::shared_ptr<WriteWaiter> waiter,
-                         bool want_prev_kv) {
-  Push(ForwardEvent{std::move(data), std::move(waiter), want_prev_kv});
+void RaftDriver::Forward(std::vector<WriteToForward> writes) {
+  if (!writes.empty()) Push(ForwardEvent{std::move(writes)});
 }
 
 void RaftDriver::Read(std::shared_ptr<ReadWaiter> waiter) { Push(ReadEvent{std::move(waiter)}); }
@@ -145,7 +154,14 @@ class RaftDriver::ForwardedAnswer {
     Response* r = (m.*mutable_r)();
     r->set_id(id_);
     fill(r);
-    driver_->Push(SendEvent{std::move(m)});
+    // On the Raft thread (an apply done there), straight to this turn's
+    // batch: a pushed event would wait for the next turn, and cost a lock
+    // and a wake-up each.
+    if (t_raft_thread) {
+      driver_->Queue(std::move(m));
+    } else {
+      driver_->Push(SendEvent{std::move(m)});
+    }
   }
   template <typename Response>
   void AnswerError(Response* (raft::Message::*mutable_r)(), const absl::Status& status) const {
@@ -259,6 +275,7 @@ void RaftDriver::Run() {
       if (n + 1 == kMaxCompletionsPerWake) break;
       next = cq_->AsyncNext(&tag, &ok, no_wait);
     }
+    AnswerForwardedWrites();
     {
       absl::MutexLock lock(&mu_);
       if (stop_) break;
@@ -282,6 +299,7 @@ void RaftDriver::Run() {
     HandleEvents(events);
     events.clear();
     HandleReadies();
+    SendQueued();
     reads_resumed = transport_->ResumeReads();
     Publish();
     const uint64_t commit = commit_.load(std::memory_order_relaxed);
@@ -337,6 +355,7 @@ void RaftDriver::ShutdownQueue() {
   void* tag;
   bool ok;
   while (cq_->Next(&tag, &ok)) static_cast<CqTag*>(tag)->OnComplete(ok);
+  AnswerForwardedWrites();
 }
 
 void RaftDriver::Propose(ProposeEvent& p) {
@@ -354,25 +373,25 @@ void RaftDriver::Propose(ProposeEvent& p) {
   }
 }
 
-void RaftDriver::Forward(ForwardEvent& f) {
+void RaftDriver::Forward(WriteToForward& w) {
   const raft::NodeSummary st = node_->Summary();
   if (st.role == raft::Role::kLeader) {
-    ProposeEvent p{std::move(f.data), std::move(f.waiter)};
+    ProposeEvent p{std::move(w.data), std::move(w.waiter)};
     Propose(p);
     return;
   }
   if (st.leader == 0 || st.leader == options_.id) {
-    f.waiter->Failed(absl::UnavailableError("no leader to forward the write to"));
+    w.waiter->Failed(absl::UnavailableError("no leader to forward the write to"));
     return;
   }
   const uint64_t id = ++next_forward_id_;
-  forwarded_[id] = ForwardedWrite{st.leader, absl::Now() + kForwardTimeout, std::move(f.waiter)};
+  forwarded_[id] = ForwardedWrite{st.leader, absl::Now() + kForwardTimeout, std::move(w.waiter)};
   raft::Message m = MessageTo(st.leader);
   v1::ForwardRequest* req = m.mutable_forward_request();
   req->set_id(id);
-  req->set_command(std::move(f.data));
-  req->set_omit_prev_kv(!f.want_prev_kv);
-  SendOne(std::move(m));
+  req->set_command(std::move(w.data));
+  req->set_omit_prev_kv(!w.want_prev_kv);
+  Queue(std::move(m));
 }
 
 raft::Message RaftDriver::MessageTo(uint64_t peer) const {
@@ -380,12 +399,6 @@ raft::Message RaftDriver::MessageTo(uint64_t peer) const {
   m.set_from(options_.id);
   m.set_to(peer);
   return m;
-}
-
-void RaftDriver::SendOne(raft::Message m) {
-  std::vector<raft::Message> out;
-  out.push_back(std::move(m));
-  transport_->Send(std::move(out));
 }
 
 void RaftDriver::Receive(const raft::Message& m) {
@@ -398,21 +411,7 @@ void RaftDriver::Receive(const raft::Message& m) {
     return;
   }
   if (m.has_forward_response()) {
-    const v1::ForwardResponse& r = m.forward_response();
-    auto it = forwarded_.find(r.id());
-    if (it == forwarded_.end()) return;  // failed here already (timeout, new leader)
-    std::shared_ptr<WriteWaiter> waiter = std::move(it->second.waiter);
-    forwarded_.erase(it);
-    v1::CommandResult result;
-    if (r.applied() && result.ParseFromString(r.result())) {
-      waiter->Applied(result, r.term());
-    } else if (r.applied()) {
-      waiter->Failed(absl::InternalError("the leader's answer to a forwarded write is malformed"));
-    } else {
-      const auto code = static_cast<absl::StatusCode>(r.error_code());
-      waiter->Failed(absl::Status(code == absl::StatusCode::kOk ? absl::StatusCode::kUnknown : code,
-                                  r.error_message()));
-    }
+    forward_answers_.push_back(m.forward_response());
     return;
   }
   if (m.has_forward_read_request()) {
@@ -426,6 +425,31 @@ void RaftDriver::Receive(const raft::Message& m) {
   if (absl::Status s = node_->Step(m); !s.ok()) {
     spdlog::warn("dropped a malformed message from node {}: {}", m.from(), s.ToString());
   }
+}
+
+void RaftDriver::AnswerForwardedWrites() {
+  if (forward_answers_.empty()) return;
+  // Answered one by one, each answer would leave in a segment of its own
+  // (client_cork.h); the leader answers a follower's writes in batches.
+  if (cork_ != nullptr) cork_->Hold(forward_answers_.size());
+  for (const v1::ForwardResponse& r : forward_answers_) {
+    auto it = forwarded_.find(r.id());
+    if (it == forwarded_.end()) continue;  // failed here already (timeout, new leader)
+    std::shared_ptr<WriteWaiter> waiter = std::move(it->second.waiter);
+    forwarded_.erase(it);
+    v1::CommandResult result;
+    if (r.applied() && result.ParseFromString(r.result())) {
+      waiter->Applied(result, r.term());
+    } else if (r.applied()) {
+      waiter->Failed(absl::InternalError("the leader's answer to a forwarded write is malformed"));
+    } else {
+      const auto code = static_cast<absl::StatusCode>(r.error_code());
+      waiter->Failed(absl::Status(code == absl::StatusCode::kOk ? absl::StatusCode::kUnknown : code,
+                                  r.error_message()));
+    }
+  }
+  forward_answers_.clear();
+  if (cork_ != nullptr) cork_->Release();
 }
 
 bool RaftDriver::StartReadRound(std::vector<std::shared_ptr<ReadWaiter>>& reads) {
@@ -452,7 +476,7 @@ void RaftDriver::Read(std::vector<std::shared_ptr<ReadWaiter>> reads) {
       ForwardedReads{st.leader, absl::Now() + kForwardReadTimeout, std::move(reads)};
   raft::Message m = MessageTo(st.leader);
   m.mutable_forward_read_request()->set_id(id);
-  SendOne(std::move(m));
+  Queue(std::move(m));
 }
 
 void RaftDriver::AnswerForwardedRead(const raft::Message& request) {
@@ -520,9 +544,9 @@ void RaftDriver::HandleEvents(std::vector<Event>& events) {
     if (auto* p = std::get_if<ProposeEvent>(&event)) {
       Propose(*p);
     } else if (auto* f = std::get_if<ForwardEvent>(&event)) {
-      Forward(*f);
+      for (WriteToForward& w : f->writes) Forward(w);
     } else if (auto* m = std::get_if<SendEvent>(&event)) {
-      SendOne(std::move(m->message));
+      Queue(std::move(m->message));
     } else if (auto* r = std::get_if<ReadEvent>(&event)) {
       reads.push_back(std::move(r->waiter));
     } else if (auto* s = std::get_if<StatusEvent>(&event)) {
@@ -530,6 +554,13 @@ void RaftDriver::HandleEvents(std::vector<Event>& events) {
     }
   }
   if (!reads.empty()) Read(std::move(reads));
+  SendQueued();
+}
+
+void RaftDriver::SendQueued() {
+  if (outbox_.empty()) return;
+  transport_->Send(std::move(outbox_));
+  outbox_.clear();
 }
 
 void RaftDriver::HandleReadies() {

@@ -225,6 +225,9 @@ int Run(int argc, char** argv) {
   Transport transport(config.id, config.cluster_id, peer_addrs);
   // Declared before the applier, which uses it until it is destroyed.
   std::optional<ClientCork> cork;
+  // The Raft thread's own, for the answers to writes this node forwarded:
+  // it answers them while the applier may be answering others.
+  std::optional<ClientCork> forward_cork;
   Applier applier(backends->state_machine.get());
 
   // Health is served by KvService (grpc.health.v1 on completion queues), not
@@ -299,6 +302,8 @@ int Run(int argc, char** argv) {
   if (config.cork_client_answers) {
     cork.emplace(client_port);
     applier.set_client_cork(&*cork);
+    forward_cork.emplace(client_port);
+    (*driver)->set_client_cork(&*forward_cork);
   }
   kv.Start();
   applier.Start();

@@ -333,6 +333,29 @@ class ClusterTest(unittest.TestCase):
         for i in self.c.ids:
             self.c.stop(i)
 
+    def test_concurrent_writes_at_a_follower_get_their_own_answers(self):
+        """Writes sent to a follower at once travel to the leader together;
+        each call still gets the answer to its own write."""
+        self.c.start_all()
+        leader = self.c.wait_leader()
+        follower = next(i for i in self.c.ids if i != leader)
+        n = 300
+        for k in range(n):
+            self.c.put(leader, b"burst-%d" % k, b"old-%d" % k)
+        kv = self.c.kv(follower)
+        calls = [kv.Put.future(kv_pb2.PutRequest(key=b"burst-%d" % k, value=b"new-%d" % k,
+                                                 prev_kv=True), timeout=10)
+                 for k in range(n)]
+        revisions = set()
+        for k, call in enumerate(calls):
+            r = call.result()
+            self.assertEqual((r.prev_kv.key, r.prev_kv.value), (b"burst-%d" % k, b"old-%d" % k))
+            self.assertEqual(r.header.node_id, follower)
+            revisions.add(r.header.revision)
+        self.assertEqual(len(revisions), n)
+        for k in range(n):
+            self.assertEqual(self.c.get(leader, b"burst-%d" % k).kv.value, b"new-%d" % k)
+
     def test_health_check_and_watch(self):
         """grpc.health.v1 on every node: Check answers SERVING for the server and its
         services and NOT_FOUND for others; Watch sends SERVING, then NOT_SERVING when the
