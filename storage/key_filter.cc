@@ -34,11 +34,13 @@ void KeyFilter::Add(std::string_view key) {
   }
   bloom_add(&layers_.back()->bloom, key.data(), static_cast<int>(key.size()));
   ++added_to_newest_;
+  ++adds_;
 }
 
 void KeyFilter::Clear() {
   layers_.clear();
   bytes_ = 0;
+  adds_ = 0;
   enabled_ = true;
   Grow(kFirstLayerKeys);
 }

@@ -43,6 +43,9 @@ class KeyFilter {
   bool enabled() const { return enabled_; }
   size_t bytes() const { return bytes_; }
   size_t layers() const { return layers_.size(); }
+  // Add() calls since the last Clear() while enabled: what the layers fill up
+  // with, so a key added twice counts twice.
+  uint64_t adds() const { return adds_; }
 
   // Capacity of the first layer; each later one doubles it.
   static constexpr int kFirstLayerKeys = 1 << 20;
@@ -59,6 +62,7 @@ class KeyFilter {
   std::vector<std::unique_ptr<Layer>> layers_;
   size_t bytes_ = 0;
   int added_to_newest_ = 0;
+  uint64_t adds_ = 0;
   bool enabled_ = false;
 };
 

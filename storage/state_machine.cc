@@ -636,6 +636,7 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
     google::protobuf::Arena arena;
     Pending p;
     p.revision = revision_;
+    const int64_t start_revision = revision_;
     for (const Entry& e : entries) {
       results.emplace_back();
       if (e.index() <= applied) continue;
@@ -726,8 +727,13 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
     if (!s.ok()) return s;
     revision = p.revision;
     expiry_scan_from_ = expiry_resume;
+    // Only keys this call created: every other stored key is in the filter
+    // already. Adding every written key again filled a new layer, twice the
+    // size of the last, per million overwrites, and each add touched the
+    // newest (largest) one at random: under 1,000 clients' puts to 100,000
+    // keys, half a microsecond per put on every node.
     for (const auto& [k, pending] : p.kvs) {
-      if (pending.value != nullptr) keys_.Add(k);
+      if (pending.value != nullptr && pending.create_revision > start_revision) keys_.Add(k);
     }
     if (rows_ != nullptr) {
       // The commands are done with: their values move into the cache.

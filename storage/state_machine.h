@@ -192,6 +192,9 @@ class StateMachine {
   uint64_t applied_index() const;
   uint64_t applied_term() const;
   int64_t revision() const;
+  // Keys added to the filter of stored keys since it was last built (what
+  // it is sized by): each key once, at its creation. Apply thread only.
+  uint64_t key_filter_adds() const { return keys_.adds(); }
 
   // Checks a command before it is proposed: an operation is set, the key is
   // non-empty and within max_key_bytes, values within max_value_bytes, a

@@ -426,6 +426,36 @@ TEST(StateMachineKeyFilter, StoredKeysAreFoundAfterReopen) {
   }
 }
 
+// The filter holds each stored key once: overwriting a key adds nothing, a
+// key created (or created again after a delete) is added, within one Apply
+// call or across several.
+TEST(StateMachineKeyFilter, OnlyCreatedKeysAreAdded) {
+  TempDir d;
+  auto sm = StateMachine::Open(d.path(), StateMachineOptions{});
+  ASSERT_TRUE(sm.ok()) << sm.status();
+  uint64_t index = 0;
+  std::vector<Entry> es;
+  for (int round = 0; round < 10; ++round) {
+    for (int k = 0; k < 10; ++k) {
+      es.push_back(Normal(++index, Put("key-" + std::to_string(k), "v" + std::to_string(round))));
+    }
+  }
+  ASSERT_TRUE((*sm)->Apply(es).ok());
+  EXPECT_EQ((*sm)->key_filter_adds(), 10u);
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE((*sm)->Apply({Normal(++index, Put("key-3", "again"))}).ok());
+  }
+  EXPECT_EQ((*sm)->key_filter_adds(), 10u);
+  ASSERT_TRUE((*sm)->Apply({Normal(++index, Del("key-3")), Normal(++index, Put("key-3", "back")),
+                            Normal(++index, Put("fresh", "x")), Normal(++index, Put("fresh", "y"))})
+                  .ok());
+  EXPECT_EQ((*sm)->key_filter_adds(), 12u);
+  auto kv = (*sm)->Get("key-3");
+  ASSERT_TRUE(kv.ok() && kv->has_value());
+  EXPECT_EQ((*kv)->version(), 1);
+  EXPECT_EQ((*kv)->value(), "back");
+}
+
 std::vector<std::string> RawKeys(const std::string& dir, char prefix) {
   std::vector<std::string> out;
   leveldb::DB* raw = nullptr;
