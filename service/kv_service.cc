@@ -23,15 +23,6 @@ namespace {
 // with --kv_threads=0 that is the Raft thread, which sets it and never reads it.
 thread_local bool t_call_settled = false;
 
-// While a KV thread handles a burst of calls (what its queue holds when it
-// wakes), the writes it forwards to the leader collect here and go to the
-// Raft thread together when the burst ends: handed over one by one, each
-// woke the Raft thread and went to the leader in a write of its own (a
-// sendmsg per write, and a read and a wake-up on the leader). Null on a
-// thread that does not collect them (the Raft thread, with --kv_threads=0,
-// whose own turn batches them).
-thread_local std::vector<RaftDriver::WriteToForward>* t_forwards = nullptr;
-
 constexpr char kLeaderMetadata[] = "raftkv-leader";
 constexpr char kForwardedMetadata[] = "raftkv-forwarded";
 // etcd's limit: refuse new writes when apply lags commit by this much.
@@ -438,15 +429,7 @@ class WriteCall final : public UnaryCall<M>, public WriteWaiter {
     // answers once the leader says it is applied.
     v1::Command command;
     M::Build(&this->req_, &command);
-    RaftDriver::WriteToForward write{command.SerializeAsString(), std::move(waiter),
-                                     M::WantsPrevKv(this->req_)};
-    if (t_forwards != nullptr) {
-      t_forwards->push_back(std::move(write));
-    } else {
-      std::vector<RaftDriver::WriteToForward> one;
-      one.push_back(std::move(write));
-      driver->Forward(std::move(one));
-    }
+    driver->Forward(command.SerializeAsString(), std::move(waiter), M::WantsPrevKv(this->req_));
   }
 };
 
@@ -952,12 +935,6 @@ void KvService::State::Run(size_t index) {
   const absl::Duration poll = absl::Microseconds(config.kv_poll_us);
   void* tag = nullptr;
   bool ok = false;
-  std::vector<RaftDriver::WriteToForward> forwards;
-  t_forwards = &forwards;
-  // Bounds a burst, so that a steady stream of calls cannot hold back the
-  // writes collected so far.
-  constexpr int kMaxBurst = 64;
-  const gpr_timespec no_wait = gpr_inf_past(GPR_CLOCK_MONOTONIC);
   // Polling right after handing a write or linearizable read to the Raft
   // thread would take the core the Raft thread and a follower need (measured:
   // 64 clients' puts slower); once a call has ended, nothing waits on this
@@ -967,17 +944,7 @@ void KvService::State::Run(size_t index) {
     t_call_settled = false;
     if (!PollThenWait(cq, &tag, &ok, poll_now)) break;
     static_cast<CqTag*>(tag)->OnComplete(ok);
-    for (int n = 1; n < kMaxBurst && cq->AsyncNext(&tag, &ok, no_wait) ==
-                                         grpc::CompletionQueue::GOT_EVENT;
-         ++n) {
-      static_cast<CqTag*>(tag)->OnComplete(ok);
-    }
-    if (!forwards.empty()) {
-      this->driver->Forward(std::move(forwards));
-      forwards.clear();
-    }
   }
-  t_forwards = nullptr;
 }
 
 KvService::KvService(const NodeConfig& config, RaftDriver* driver, Applier* applier)

@@ -6,8 +6,7 @@
 // Handlers validate the request, then either answer it at once on their own
 // thread (serializable reads, membership, health), or hand it to the Raft
 // thread (writes and linearizable reads anywhere: a follower's go to the
-// leader in the peer stream, the writes of one burst of calls together;
-// status queries), and return; the call is
+// leader in the peer stream; status queries), and return; the call is
 // finished later by whichever thread completes it (a call's Claim() makes
 // sure exactly one does). No handler waits on another thread.
 //

@@ -12,13 +12,6 @@
 #include "spdlog/spdlog.h"
 
 namespace raftkv::service {
-namespace {
-
-// True on the Raft thread: what that thread produces for a peer joins the
-// turn's batch (Queue()) instead of going through the inbox.
-thread_local bool t_raft_thread = false;
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<RaftDriver>> RaftDriver::Create(const DriverOptions& options,
                                                                LogBackend* log, Applier* applier,
@@ -55,7 +48,6 @@ RaftDriver::~RaftDriver() { Stop(); }
 void RaftDriver::Start() {
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "raftkv-raft");
-    t_raft_thread = true;
     Run();
   });
 }
@@ -95,9 +87,7 @@ void RaftDriver::Stop() {
 
 void RaftDriver::FailEvent(Event& event, const absl::Status& status) {
   if (auto* p = std::get_if<ProposeEvent>(&event)) p->waiter->Failed(status);
-  if (auto* f = std::get_if<ForwardEvent>(&event)) {
-    for (WriteToForward& w : f->writes) w.waiter->Failed(status);
-  }
+  if (auto* f = std::get_if<ForwardEvent>(&event)) f->waiter->Failed(status);
   if (auto* r = std::get_if<ReadEvent>(&event)) r->waiter->Failed(status);
 }
 
@@ -131,8 +121,9 @@ void RaftDriver::Propose(std::string data, std::shared_ptr<WriteWaiter> waiter) 
   Push(ProposeEvent{std::move(data), std::move(waiter)});
 }
 
-void RaftDriver::Forward(std::vector<WriteToForward> writes) {
-  if (!writes.empty()) Push(ForwardEvent{std::move(writes)});
+void RaftDriver::Forward(std::string data, std::shared_ptr<WriteWaiter> waiter,
+                         bool want_prev_kv) {
+  Push(ForwardEvent{std::move(data), std::move(waiter), want_prev_kv});
 }
 
 void RaftDriver::Read(std::shared_ptr<ReadWaiter> waiter) { Push(ReadEvent{std::move(waiter)}); }
@@ -154,14 +145,7 @@ class RaftDriver::ForwardedAnswer {
     Response* r = (m.*mutable_r)();
     r->set_id(id_);
     fill(r);
-    // On the Raft thread (an apply done there), straight to this turn's
-    // batch: a pushed event would wait for the next turn, and cost a lock
-    // and a wake-up each.
-    if (t_raft_thread) {
-      driver_->Queue(std::move(m));
-    } else {
-      driver_->Push(SendEvent{std::move(m)});
-    }
+    driver_->Push(SendEvent{std::move(m)});
   }
   template <typename Response>
   void AnswerError(Response* (raft::Message::*mutable_r)(), const absl::Status& status) const {
@@ -299,7 +283,6 @@ void RaftDriver::Run() {
     HandleEvents(events);
     events.clear();
     HandleReadies();
-    SendQueued();
     reads_resumed = transport_->ResumeReads();
     Publish();
     const uint64_t commit = commit_.load(std::memory_order_relaxed);
@@ -373,25 +356,25 @@ void RaftDriver::Propose(ProposeEvent& p) {
   }
 }
 
-void RaftDriver::Forward(WriteToForward& w) {
+void RaftDriver::Forward(ForwardEvent& f) {
   const raft::NodeSummary st = node_->Summary();
   if (st.role == raft::Role::kLeader) {
-    ProposeEvent p{std::move(w.data), std::move(w.waiter)};
+    ProposeEvent p{std::move(f.data), std::move(f.waiter)};
     Propose(p);
     return;
   }
   if (st.leader == 0 || st.leader == options_.id) {
-    w.waiter->Failed(absl::UnavailableError("no leader to forward the write to"));
+    f.waiter->Failed(absl::UnavailableError("no leader to forward the write to"));
     return;
   }
   const uint64_t id = ++next_forward_id_;
-  forwarded_[id] = ForwardedWrite{st.leader, absl::Now() + kForwardTimeout, std::move(w.waiter)};
+  forwarded_[id] = ForwardedWrite{st.leader, absl::Now() + kForwardTimeout, std::move(f.waiter)};
   raft::Message m = MessageTo(st.leader);
   v1::ForwardRequest* req = m.mutable_forward_request();
   req->set_id(id);
-  req->set_command(std::move(w.data));
-  req->set_omit_prev_kv(!w.want_prev_kv);
-  Queue(std::move(m));
+  req->set_command(std::move(f.data));
+  req->set_omit_prev_kv(!f.want_prev_kv);
+  SendOne(std::move(m));
 }
 
 raft::Message RaftDriver::MessageTo(uint64_t peer) const {
@@ -399,6 +382,12 @@ raft::Message RaftDriver::MessageTo(uint64_t peer) const {
   m.set_from(options_.id);
   m.set_to(peer);
   return m;
+}
+
+void RaftDriver::SendOne(raft::Message m) {
+  std::vector<raft::Message> out;
+  out.push_back(std::move(m));
+  transport_->Send(std::move(out));
 }
 
 void RaftDriver::Receive(const raft::Message& m) {
@@ -476,7 +465,7 @@ void RaftDriver::Read(std::vector<std::shared_ptr<ReadWaiter>> reads) {
       ForwardedReads{st.leader, absl::Now() + kForwardReadTimeout, std::move(reads)};
   raft::Message m = MessageTo(st.leader);
   m.mutable_forward_read_request()->set_id(id);
-  Queue(std::move(m));
+  SendOne(std::move(m));
 }
 
 void RaftDriver::AnswerForwardedRead(const raft::Message& request) {
@@ -544,9 +533,9 @@ void RaftDriver::HandleEvents(std::vector<Event>& events) {
     if (auto* p = std::get_if<ProposeEvent>(&event)) {
       Propose(*p);
     } else if (auto* f = std::get_if<ForwardEvent>(&event)) {
-      for (WriteToForward& w : f->writes) Forward(w);
+      Forward(*f);
     } else if (auto* m = std::get_if<SendEvent>(&event)) {
-      Queue(std::move(m->message));
+      SendOne(std::move(m->message));
     } else if (auto* r = std::get_if<ReadEvent>(&event)) {
       reads.push_back(std::move(r->waiter));
     } else if (auto* s = std::get_if<StatusEvent>(&event)) {
@@ -554,13 +543,6 @@ void RaftDriver::HandleEvents(std::vector<Event>& events) {
     }
   }
   if (!reads.empty()) Read(std::move(reads));
-  SendQueued();
-}
-
-void RaftDriver::SendQueued() {
-  if (outbox_.empty()) return;
-  transport_->Send(std::move(outbox_));
-  outbox_.clear();
 }
 
 void RaftDriver::HandleReadies() {

@@ -43,8 +43,8 @@
 #include "grpcpp/grpcpp.h"
 #include "raft/node.h"
 #include "service/applier.h"
-#include "service/client_cork.h"
 #include "service/backend.h"
+#include "service/client_cork.h"
 #include "service/cq_tag.h"
 #include "service/requests.h"
 #include "service/transport.h"
@@ -96,15 +96,7 @@ class RaftDriver {
   // changes first or no answer comes within kForwardTimeout. Unless
   // `want_prev_kv`, the leader's result comes back without the key's
   // previous value (less to send and parse; the client did not ask for it).
-  struct WriteToForward {
-    std::string data;
-    std::shared_ptr<WriteWaiter> waiter;
-    bool want_prev_kv;
-  };
-  // The writes go to the leader in one batch (KvService hands over those of
-  // a burst of calls together: one at a time, each would cost the follower
-  // a sendmsg and the leader a read and a wake-up).
-  void Forward(std::vector<WriteToForward> writes);
+  void Forward(std::string data, std::shared_ptr<WriteWaiter> waiter, bool want_prev_kv);
   // A linearizable read, from any node. The leader confirms its leadership
   // (ReadIndex); a follower asks the leader for a read index over the peer
   // stream (ForwardReadRequest) and hands the answer to the applier. Reads
@@ -133,7 +125,9 @@ class RaftDriver {
     std::function<void(const raft::NodeStatus&)> done;
   };
   struct ForwardEvent {
-    std::vector<WriteToForward> writes;
+    std::string data;
+    std::shared_ptr<WriteWaiter> waiter;
+    bool want_prev_kv;
   };
   // A message produced off the Raft thread (an answer to a follower's
   // forwarded write or read-index request).
@@ -186,7 +180,7 @@ class RaftDriver {
   // A message from a peer: forwarded writes here, everything else to the core.
   void Receive(const raft::Message& m);
   void Propose(ProposeEvent& p);
-  void Forward(WriteToForward& w);
+  void Forward(ForwardEvent& f);
   // Reads of one wake-up: a ReadIndex round here, or one request to the leader.
   void Read(std::vector<std::shared_ptr<ReadWaiter>> reads);
   // Starts a ReadIndex round for `reads` (moved into reads_); false, leaving
@@ -194,13 +188,7 @@ class RaftDriver {
   bool StartReadRound(std::vector<std::shared_ptr<ReadWaiter>>& reads);
   // A message from this node to `peer`, body unset.
   raft::Message MessageTo(uint64_t peer) const;
-  // Messages this driver writes itself (forwarded requests and the answers
-  // to them) wait in outbox_ until the end of the turn's events, so that a
-  // turn's worth goes to each peer in one batch: written one by one, each
-  // costs a sendmsg and a wake-up of the peer's Raft thread.
-  void Queue(raft::Message m) { outbox_.push_back(std::move(m)); }
-  // Writes what Queue() collected, in one batch per peer.
-  void SendQueued();
+  void SendOne(raft::Message m);
   // The leader's answer to a follower's ForwardReadRequest.
   void AnswerForwardedRead(const raft::Message& request);
   void ForwardedReadAnswered(const v1::ForwardReadResponse& r);
@@ -254,7 +242,6 @@ class RaftDriver {
   uint64_t next_forward_id_ = 0;
   std::map<uint64_t, ForwardedWrite> forwarded_;  // by id; ids grow with time
   std::map<uint64_t, ForwardedReads> forwarded_reads_;  // by id, from next_forward_id_ too
-  std::vector<raft::Message> outbox_;  // see Queue()
   std::vector<v1::ForwardResponse> forward_answers_;  // see AnswerForwardedWrites()
   ClientCork* cork_ = nullptr;
   // Completions CompleteSends() took off the queue but may not handle while
