@@ -334,8 +334,9 @@ class ClusterTest(unittest.TestCase):
             self.c.stop(i)
 
     def test_concurrent_writes_at_a_follower_get_their_own_answers(self):
-        """Writes sent to a follower at once travel to the leader together;
-        each call still gets the answer to its own write."""
+        """Writes sent to a follower at once come back from the leader in
+        batches, answered with the client connections corked; each call
+        still gets the answer to its own write."""
         self.c.start_all()
         leader = self.c.wait_leader()
         follower = next(i for i in self.c.ids if i != leader)
