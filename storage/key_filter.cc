@@ -34,13 +34,18 @@ void KeyFilter::Add(std::string_view key) {
   }
   bloom_add(&layers_.back()->bloom, key.data(), static_cast<int>(key.size()));
   ++added_to_newest_;
-  ++adds_;
+}
+
+uint64_t KeyFilter::adds() const {
+  if (layers_.empty()) return 0;
+  uint64_t full = 0;
+  for (size_t i = 0; i + 1 < layers_.size(); ++i) full += layers_[i]->capacity;
+  return full + added_to_newest_;
 }
 
 void KeyFilter::Clear() {
   layers_.clear();
   bytes_ = 0;
-  adds_ = 0;
   enabled_ = true;
   Grow(kFirstLayerKeys);
 }

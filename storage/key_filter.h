@@ -43,9 +43,10 @@ class KeyFilter {
   bool enabled() const { return enabled_; }
   size_t bytes() const { return bytes_; }
   size_t layers() const { return layers_.size(); }
-  // Add() calls since the last Clear() while enabled: what the layers fill up
-  // with, so a key added twice counts twice.
-  uint64_t adds() const { return adds_; }
+  // Add() calls the layers hold since the last Clear() (every layer but the
+  // newest is full): what they fill up with, so a key added twice counts
+  // twice. 0 while disabled.
+  uint64_t adds() const;
 
   // Capacity of the first layer; each later one doubles it.
   static constexpr int kFirstLayerKeys = 1 << 20;
@@ -62,7 +63,6 @@ class KeyFilter {
   std::vector<std::unique_ptr<Layer>> layers_;
   size_t bytes_ = 0;
   int added_to_newest_ = 0;
-  uint64_t adds_ = 0;
   bool enabled_ = false;
 };
 

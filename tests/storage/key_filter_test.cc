@@ -21,6 +21,7 @@ TEST(KeyFilter, HoldsEveryAddedKeyAcrossLayersAndFewOthers) {
   for (int i = 0; i < n; i += 2) f.Add(Key(i));
   for (int i = 1; i < n; i += 2) f.Add(Key(i));
   EXPECT_EQ(f.layers(), 2u);
+  EXPECT_EQ(f.adds(), static_cast<uint64_t>(n));
   int missing = 0;
   for (int i = 0; i < n; ++i) missing += !f.MayContain(Key(i));
   EXPECT_EQ(missing, 0);
@@ -35,8 +36,10 @@ TEST(KeyFilter, HoldsEveryAddedKeyAcrossLayersAndFewOthers) {
 TEST(KeyFilter, ClearForgetsEveryKey) {
   KeyFilter f(64 << 20);
   for (int i = 0; i < 1000; ++i) f.Add(Key(i));
+  EXPECT_EQ(f.adds(), 1000u);
   f.Clear();
   EXPECT_TRUE(f.enabled());
+  EXPECT_EQ(f.adds(), 0u);
   int admitted = 0;
   for (int i = 0; i < 1000; ++i) admitted += f.MayContain(Key(i));
   EXPECT_EQ(admitted, 0);
@@ -56,6 +59,7 @@ TEST(KeyFilter, OverBudgetItTurnsItselfOffAndAdmitsEverything) {
   for (int i = 0; i <= KeyFilter::kFirstLayerKeys; ++i) small.Add(Key(i));
   EXPECT_FALSE(small.enabled());
   EXPECT_EQ(small.bytes(), 0u);
+  EXPECT_EQ(small.adds(), 0u);
   EXPECT_TRUE(small.MayContain("never added"));
   // Clear starts over within the budget.
   small.Clear();
