@@ -41,15 +41,12 @@ import signal
 import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare_etcd  # noqa: E402
-from compare_etcd import Failure  # noqa: E402
+from compare_etcd import Failure, log  # noqa: E402
 
-
-def log(msg):
-    print(f"[ab {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+compare_etcd.LOG_PREFIX = "ab"
 
 
 def summarize_pairs(pairs):
@@ -73,15 +70,18 @@ def describe(summary):
             f" B won {summary['b_wins']} of {summary['pairs']}")
 
 
-def one_run(bench, cluster, workload, duration, warmup):
-    cluster.check_alive()
-    os.sync()  # the other cluster's writeback must not land on this run's fsyncs
-    result = compare_etcd.run_bench(bench, "raftkv", cluster.endpoints(), workload, duration,
-                                    warmup)
-    if result.get("failed", 0) or result.get("exit_code", 0) != 0:
-        raise Failure(f"bench run against {cluster.system} had {result.get('failed')} failed"
-                      f" calls (exit {result.get('exit_code')}): {result.get('errors')}")
-    return result["throughput"]
+def one_run(bench, clusters, name, workload, duration, warmup):
+    """Throughput of one run on clusters[name], through compare_etcd.run_one
+    (a sync first, then the load generator; it logs the servers' CPU per call,
+    the other cluster's meanwhile, and the steal). A failed run, or one with
+    failed calls or none completed, fails the whole comparison."""
+    failures = []
+    targets = {n: {"leader": c.endpoints(), "all": c.endpoints()} for n, c in clusters.items()}
+    res = compare_etcd.run_one(clusters, bench, name, targets, " ".join(workload), workload,
+                               duration, warmup, failures)
+    if res is None or failures:
+        raise Failure("; ".join(failures))
+    return res["throughput"]
 
 
 def main():
@@ -144,7 +144,7 @@ def main():
                 os.makedirs(data)
                 cluster = compare_etcd.start_raftkv(data, raftd, ports[6 * slot:6 * slot + 6],
                                                     flags)
-                cluster.system = f"{name} ({'first' if slot == 0 else 'second'})"
+                cluster.system = name
                 clusters.append(cluster)
                 started[name] = cluster
             for cluster in started.values():
@@ -153,9 +153,9 @@ def main():
             pairs = []
             for i in range(args.pairs // 2):
                 first, second = ("A", "B") if i % 2 == 0 else ("B", "A")
-                ops = {first: one_run(bench, started[first], workload, args.duration,
+                ops = {first: one_run(bench, started, first, workload, args.duration,
                                       args.warmup)}
-                ops[second] = one_run(bench, started[second], workload, args.duration,
+                ops[second] = one_run(bench, started, second, workload, args.duration,
                                       args.warmup)
                 pairs.append((ops["A"], ops["B"]))
                 log(f"pair {i + 1}: A {ops['A']:,.0f} ops/s, B {ops['B']:,.0f} ops/s,"

@@ -75,8 +75,13 @@ SMOKE_WORKLOADS = [
 COMMON_FLAGS = ["--key-size=8", "--val-size=256", "--keys=100000", "--timeout=10s", "-w", "json"]
 
 
+# What log() lines start with; ab_raftd.py, which runs on these functions,
+# sets its own.
+LOG_PREFIX = "compare"
+
+
 def log(msg):
-    print(f"[compare {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    print(f"[{LOG_PREFIX} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 class Failure(Exception):
