@@ -196,7 +196,13 @@ void Applier::Process(std::vector<Item>& items) {
 }
 
 void Applier::ApplyEntries(const std::vector<raft::Entry>& entries) {
-  absl::StatusOr<std::vector<v1::CommandResult>> results = state_machine_->Apply(entries);
+  // Only this node's own waiting clients (a follower has none) may need an
+  // old value.
+  absl::StatusOr<std::vector<v1::CommandResult>> results =
+      state_machine_->Apply(entries, [this](uint64_t index) {
+        auto it = pending_writes_.find(index);
+        return it != pending_writes_.end() && it->second.waiter->WantsPrevKv();
+      });
   if (!results.ok() || results->size() != entries.size()) {
     // The state machine could not apply committed entries: continuing would
     // diverge from the other replicas.

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "raft/log_storage.h"
@@ -49,9 +50,12 @@ class StateMachineBackend : public KvStore {
   // Checks a command before it is proposed; INVALID_ARGUMENT with a message.
   virtual absl::Status Validate(const v1::Command& command) const = 0;
   // Applies committed entries in order (any type: non-normal entries only
-  // advance the applied index). One result per entry.
+  // advance the applied index). One result per entry; a write's carries the
+  // key's previous value when wants_prev_kv(its index) says so (and may
+  // otherwise).
   virtual absl::StatusOr<std::vector<v1::CommandResult>> Apply(
-      const std::vector<raft::Entry>& entries) = 0;
+      const std::vector<raft::Entry>& entries,
+      absl::FunctionRef<bool(uint64_t index)> wants_prev_kv) = 0;
   virtual absl::Status Sync() = 0;
 };
 

@@ -383,6 +383,8 @@ class WriteCall final : public UnaryCall<M>, public WriteWaiter {
     this->FinishClaimed(s);
   }
   void Failed(const absl::Status& s) override { this->FinishWithHints(ToGrpc(s)); }
+  // The request's flags stay as received (Build moves only key and value).
+  bool WantsPrevKv() const override { return M::WantsPrevKv(this->req_); }
 
  private:
   void PostAnother() override { PostCall<WriteCall>(this->state_, this->cq_); }

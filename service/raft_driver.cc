@@ -183,6 +183,7 @@ class RaftDriver::ForwardedWriteWaiter final : public WriteWaiter, ForwardedAnsw
   void Failed(const absl::Status& status) override {
     AnswerError(&raft::Message::mutable_forward_response, status);
   }
+  bool WantsPrevKv() const override { return !omit_prev_kv_; }
 
  private:
   const bool omit_prev_kv_;

@@ -28,6 +28,9 @@ class WriteWaiter {
   // `term` is the Raft term of the applied entry.
   virtual void Applied(const v1::CommandResult& result, uint64_t term) = 0;
   virtual void Failed(const absl::Status& status) = 0;
+  // Whether Applied() needs the key's previous value (the result's prev_kv).
+  // Called on the apply thread, before the entry is applied.
+  virtual bool WantsPrevKv() const { return true; }
 };
 
 // A read. Linearizable reads get a read index from the core (or from the

@@ -35,8 +35,9 @@ class LevelDbStateMachine : public StateMachineBackend {
     return sm_->Validate(command);
   }
   absl::StatusOr<std::vector<v1::CommandResult>> Apply(
-      const std::vector<raft::Entry>& entries) override {
-    return sm_->Apply(entries);
+      const std::vector<raft::Entry>& entries,
+      absl::FunctionRef<bool(uint64_t index)> wants_prev_kv) override {
+    return sm_->Apply(entries, wants_prev_kv);
   }
   absl::Status Sync() override { return sm_->Sync(); }
   absl::StatusOr<std::optional<v1::KeyValue>> Get(const std::string& key) const override {

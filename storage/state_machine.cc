@@ -422,51 +422,37 @@ absl::Status StateMachine::Validate(const Command& cmd) const {
   return s;
 }
 
-absl::Status StateMachine::LoadPrev(std::string_view key, Pending& p, KeyValue* prev,
-                                    bool* exists) const {
+absl::Status StateMachine::LoadPrev(std::string_view key, Pending& p, Prev* prev) const {
+  *prev = Prev();
   auto it = p.kvs.find(key);
   if (it != p.kvs.end()) {
     const PendingKv& kv = it->second;
-    *exists = kv.value != nullptr;
-    if (*exists) {
-      prev->set_key(key.data(), key.size());
-      prev->set_value(*kv.value);
-      prev->set_create_revision(kv.create_revision);
-      prev->set_mod_revision(kv.mod_revision);
-      prev->set_version(kv.version);
+    if (kv.value != nullptr) {
+      *prev = Prev{true, kv.value, kv.create_revision, kv.mod_revision, kv.version};
     }
     return absl::OkStatus();
   }
   if (rows_ != nullptr) {
     if (leveldb::Cache::Handle* h = rows_->Lookup(leveldb::Slice(key.data(), key.size()))) {
+      // The row stays cached after the release: only the row cache's update
+      // after this call's write inserts or erases anything.
       const Row& row = *static_cast<const Row*>(rows_->Value(h));
-      prev->set_key(key.data(), key.size());
-      prev->set_value(row.value);
-      prev->set_create_revision(row.create_revision);
-      prev->set_mod_revision(row.mod_revision);
-      prev->set_version(row.version);
+      *prev = Prev{true, &row.value, row.create_revision, row.mod_revision, row.version};
       rows_->Release(h);
-      *exists = true;
       return absl::OkStatus();
     }
   }
-  if (!keys_.MayContain(key)) {
-    *exists = false;
-    return absl::OkStatus();
-  }
+  if (!keys_.MayContain(key)) return absl::OkStatus();
   p.db_key.assign(1, internal::kDataPrefix);
   p.db_key.append(key);
   leveldb::Status ls = db_->Get(internal::VerifiedRead(), p.db_key, &p.db_value);
-  if (ls.IsNotFound()) {
-    *exists = false;
-    return absl::OkStatus();
-  }
+  if (ls.IsNotFound()) return absl::OkStatus();
   if (!ls.ok()) return FromLevelDb({kKind, DbDir()}, "read a key", ls);
-  if (!prev->ParseFromString(p.db_value)) {
+  if (!p.db_kv.ParseFromString(p.db_value)) {
     return Corrupt({kKind, DbDir()}, "a stored value does not parse");
   }
-  prev->set_key(key.data(), key.size());
-  *exists = true;
+  *prev = Prev{true, &p.db_kv.value(), p.db_kv.create_revision(), p.db_kv.mod_revision(),
+               p.db_kv.version()};
   return absl::OkStatus();
 }
 
@@ -495,7 +481,8 @@ absl::StatusOr<std::optional<StateMachine::SessionRef>> StateMachine::LookupSess
   return s;
 }
 
-absl::Status StateMachine::ApplyCommand(Command& cmd, Pending& p, CommandResult* r) const {
+absl::Status StateMachine::ApplyCommand(Command& cmd, bool want_prev, Pending& p,
+                                        CommandResult* r) const {
   std::string err = StructuralError(cmd);
   if (!err.empty()) {
     *r = Invalid(std::move(err), p.revision);
@@ -514,11 +501,19 @@ absl::Status StateMachine::ApplyCommand(Command& cmd, Pending& p, CommandResult*
       key = &cmd.compare_and_swap().key();
       break;
   }
-  bool exists = false;
-  KeyValue* prev = r->mutable_prev_kv();
-  absl::Status s = LoadPrev(*key, p, prev, &exists);
+  Prev prev;
+  absl::Status s = LoadPrev(*key, p, &prev);
   if (!s.ok()) return s;
-  if (!exists) r->clear_prev_kv();
+  const bool exists = prev.exists;
+  // A failed compare-and-swap's answer names the key's mod revision.
+  if (exists && (want_prev || cmd.op_case() == Command::kCompareAndSwap)) {
+    KeyValue* kv = r->mutable_prev_kv();
+    kv->set_key(*key);
+    kv->set_value(*prev.value);
+    kv->set_create_revision(prev.create_revision);
+    kv->set_mod_revision(prev.mod_revision);
+    kv->set_version(prev.version);
+  }
 
   std::string* new_value = nullptr;
   switch (cmd.op_case()) {
@@ -540,11 +535,11 @@ absl::Status StateMachine::ApplyCommand(Command& cmd, Pending& p, CommandResult*
       bool holds = false;
       switch (c.expected_case()) {
         case v1::CompareAndSwapCommand::kExpectedValue:
-          holds = exists && r->prev_kv().value() == c.expected_value();
+          holds = exists && *prev.value == c.expected_value();
           break;
         case v1::CompareAndSwapCommand::kExpectedModRevision:
           // As in etcd, mod revision 0 is what an absent key compares as.
-          holds = (exists ? r->prev_kv().mod_revision() : 0) == c.expected_mod_revision();
+          holds = (exists ? prev.mod_revision : 0) == c.expected_mod_revision();
           break;
         case v1::CompareAndSwapCommand::kExpectAbsent:
           holds = exists != c.expect_absent();
@@ -565,8 +560,8 @@ absl::Status StateMachine::ApplyCommand(Command& cmd, Pending& p, CommandResult*
   kv.value = new_value;
   kv.mod_revision = p.revision;
   if (exists) {
-    kv.create_revision = r->prev_kv().create_revision();
-    kv.version = r->prev_kv().version() + 1;
+    kv.create_revision = prev.create_revision;
+    kv.version = prev.version + 1;
   } else {
     kv.create_revision = p.revision;
     kv.version = 1;
@@ -621,6 +616,11 @@ absl::Status StateMachine::ExpireSessions(uint64_t applied, uint64_t first_new, 
 }
 
 absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector<Entry>& entries) {
+  return Apply(entries, [](uint64_t) { return true; });
+}
+
+absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(
+    const std::vector<Entry>& entries, absl::FunctionRef<bool(uint64_t)> wants_prev_kv) {
   std::vector<CommandResult> results;
   results.reserve(entries.size());
   uint64_t applied, applied_term;
@@ -678,7 +678,9 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(const std::vector
                                  "; that result is no longer kept"),
                     p.revision);
       } else {
-        absl::Status s = ApplyCommand(cmd, p, &r);
+        // A session's result is stored, so it must not depend on who asked.
+        const bool want_prev = cmd.client_id() != 0 || wants_prev_kv(e.index());
+        absl::Status s = ApplyCommand(cmd, want_prev, p, &r);
         if (!s.ok()) return s;
         if (cmd.client_id() != 0 && cmd.sequence() != 0) {
           p.sessions[cmd.client_id()] = PendingSession{cmd.sequence(), e.index(), results.size() - 1};

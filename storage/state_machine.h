@@ -50,6 +50,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -213,7 +214,17 @@ class StateMachine {
   // Exactly-once: a command whose (client_id, sequence) equals its live
   // session's last sequence returns the recorded result; a lower sequence gets
   // INVALID; neither changes anything.
+  // Every result of a write to an existing key carries the key's previous
+  // value (prev_kv).
   absl::StatusOr<std::vector<v1::CommandResult>> Apply(const std::vector<raft::Entry>& entries);
+  // As above, but the result of a put or delete at index i carries prev_kv
+  // only if wants_prev_kv(i) or the command has a client session (whose
+  // stored result must be the same on every node); a compare-and-swap's
+  // always does. Only the node answering a client who asked for it needs the
+  // old value: copying it is a cold read of the whole value on every node,
+  // and a follower answers no one.
+  absl::StatusOr<std::vector<v1::CommandResult>> Apply(
+      const std::vector<raft::Entry>& entries, absl::FunctionRef<bool(uint64_t)> wants_prev_kv);
 
   // Makes everything applied so far durable. Call before compacting the log.
   absl::Status Sync();
@@ -276,6 +287,16 @@ class StateMachine {
     uint64_t last_index = 0;
     size_t result = 0;
   };
+  // A key as it was before the current command. `value` points into the
+  // call's pending writes, the row cache or Pending::db_kv: valid until the
+  // next LoadPrev or the row cache's update after the call's write.
+  struct Prev {
+    bool exists = false;
+    const std::string* value = nullptr;
+    int64_t create_revision = 0;
+    int64_t mod_revision = 0;
+    int64_t version = 0;
+  };
   // Writes of one Apply() call, read back by later entries of the same call,
   // and scratch buffers reused across its entries.
   struct Pending {
@@ -286,22 +307,24 @@ class StateMachine {
     int64_t revision = 0;
     std::string db_key;
     std::string db_value;
+    v1::KeyValue db_kv;  // a previous value read from the database
     std::string session_value;
   };
 
   StateMachine(std::string dir, const StateMachineOptions& options);
   absl::Status OpenActive();
   absl::Status LoadState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The key's value before the current command, written into *prev (with its
-  // key) if the key exists; *exists tells whether it does.
-  absl::Status LoadPrev(std::string_view key, Pending& p, v1::KeyValue* prev, bool* exists) const
+  // The key as it was before the current command.
+  absl::Status LoadPrev(std::string_view key, Pending& p, Prev* prev) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The client's session (live or expired), or nullopt if it has none. A
   // stored one's result views p.session_value, valid until the next lookup.
   absl::StatusOr<std::optional<SessionRef>> LookupSession(uint64_t client_id, Pending& p) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Applies one well-formed-or-not command, filling *r.
-  absl::Status ApplyCommand(v1::Command& cmd, Pending& p, v1::CommandResult* r) const
+  // Applies one well-formed-or-not command, filling *r (with prev_kv if the
+  // key existed and `want_prev` or the command is a compare-and-swap).
+  absl::Status ApplyCommand(v1::Command& cmd, bool want_prev, Pending& p,
+                            v1::CommandResult* r) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Adds deletions of sessions dead for every entry after `applied` to
   // `batch`, which records sessions at indexes >= first_new; *resume is where

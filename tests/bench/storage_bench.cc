@@ -15,6 +15,9 @@
 //                        is the calling thread's alone. Options can be
 //                        overridden from the environment (BenchOptions()).
 //   ApplyPutSession/N    ApplyPut with a session per command (1,000 clients).
+//   ApplyPutFollower/N   ApplyPut as a follower (or a leader whose clients did
+//                        not ask for old values) applies it: no result
+//                        carries the key's previous value.
 //   ApplyPutFresh/N      ApplyPut to keys never stored (random out of 100M),
 //                        into the same filled store: the previous-value
 //                        lookup finds nothing. Run it with
@@ -203,7 +206,7 @@ double ProcessCpuSeconds() { return CpuSeconds(CLOCK_PROCESS_CPUTIME_ID); }
 // Keys of the fresh-key load: never among the filled ones, rarely repeated.
 uint64_t FreshKey(std::mt19937_64& rng) { return 100000 + rng() % 99'900'000; }
 
-void ApplyPutLoad(benchmark::State& state, bool sessions, bool fresh) {
+void ApplyPutLoad(benchmark::State& state, bool sessions, bool fresh, bool want_prev = true) {
   constexpr uint64_t kKeys = 100000;
   constexpr uint64_t kClients = 1000;
   BenchDir dir;
@@ -276,7 +279,7 @@ void ApplyPutLoad(benchmark::State& state, bool sessions, bool fresh) {
     }
     for (auto& e : b) e.set_index(next++);
     const double t0 = ThreadCpuSeconds();
-    auto r = (*sm)->Apply(b);
+    auto r = (*sm)->Apply(b, [want_prev](uint64_t) { return want_prev; });
     apply_cpu += ThreadCpuSeconds() - t0;
     if (!r.ok()) {
       state.SkipWithError(r.status().ToString().c_str());
@@ -297,8 +300,10 @@ void ApplyPutLoad(benchmark::State& state, bool sessions, bool fresh) {
 void ApplyPut(benchmark::State& state) { ApplyPutLoad(state, false, false); }
 void ApplyPutSession(benchmark::State& state) { ApplyPutLoad(state, true, false); }
 void ApplyPutFresh(benchmark::State& state) { ApplyPutLoad(state, false, true); }
+void ApplyPutFollower(benchmark::State& state) { ApplyPutLoad(state, false, false, false); }
 BENCHMARK(ApplyPut)->Arg(1)->Arg(64)->Arg(1024)->UseRealTime()->MeasureProcessCPUTime();
 BENCHMARK(ApplyPutSession)->Arg(64)->UseRealTime()->MeasureProcessCPUTime();
+BENCHMARK(ApplyPutFollower)->Arg(64)->UseRealTime()->MeasureProcessCPUTime();
 BENCHMARK(ApplyPutFresh)->Arg(64)->Arg(1024)->UseRealTime()->MeasureProcessCPUTime();
 // Fixed work, for counting instructions under valgrind --tool=callgrind on a
 // busy machine: the difference between the two runs is 2000 x 64 entries

@@ -176,7 +176,7 @@ class NullStateMachine : public StateMachineBackend {
   uint64_t applied_index() const override { return 0; }
   absl::Status Validate(const v1::Command&) const override { return absl::OkStatus(); }
   absl::StatusOr<std::vector<v1::CommandResult>> Apply(
-      const std::vector<raft::Entry>& entries) override {
+      const std::vector<raft::Entry>& entries, absl::FunctionRef<bool(uint64_t)>) override {
     return std::vector<v1::CommandResult>(entries.size());
   }
   absl::Status Sync() override { return absl::OkStatus(); }

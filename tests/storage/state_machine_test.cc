@@ -116,6 +116,64 @@ TEST_F(StateMachineTest, PutTracksRevisionsAndVersions) {
   EXPECT_EQ(sm_->applied_index(), 3u);
 }
 
+// A result carries the old value only where the caller wants it, but for a
+// compare-and-swap (whose failure names the mod revision) and a command with a
+// session (whose stored result every node must agree on); revisions and
+// versions do not depend on it, whichever source the old row comes from.
+TEST_F(StateMachineTest, PrevKvOnlyWhereWanted) {
+  uint64_t client = 7;
+  for (size_t row_cache : {size_t{64} << 20, size_t{0}}) {
+    SCOPED_TRACE(row_cache);
+    const std::string a = "a" + std::to_string(client), b = "b" + std::to_string(client);
+    ++client;
+    StateMachineOptions o;
+    o.row_cache_bytes = row_cache;
+    Reopen(o);
+    const uint64_t base = sm_->applied_index();
+    const int64_t rev = sm_->revision();
+    auto first = sm_->Apply({Normal(base + 1, Put(a, "1")), Normal(base + 2, Put(b, "x"))},
+                            [](uint64_t) { return false; });
+    ASSERT_TRUE(first.ok()) << first.status();
+    Reopen(o);  // the old rows now come from the database (or the row cache, refilled)
+    const std::vector<Entry> es = {
+        Normal(base + 3, Put(a, "2")),               // wanted
+        Normal(base + 4, Put(a, "3")),               // not wanted, old row pending
+        Normal(base + 5, Put(b, "y")),               // not wanted, old row stored
+        Normal(base + 6, CasValue(b, "nope", "z")),  // not wanted, a compare
+        Normal(base + 7, Put(b, "w", client, 1)),    // not wanted, a session
+        Normal(base + 8, Del(a)),                    // not wanted
+    };
+    auto r = sm_->Apply(es, [&](uint64_t index) { return index == base + 3; });
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->size(), es.size());
+    EXPECT_EQ((*r)[0].prev_kv().value(), "1");
+    EXPECT_EQ((*r)[0].prev_kv().key(), a);
+    EXPECT_EQ((*r)[0].prev_kv().mod_revision(), rev + 1);
+    EXPECT_FALSE((*r)[1].has_prev_kv());
+    EXPECT_EQ((*r)[1].revision(), rev + 4);
+    EXPECT_FALSE((*r)[2].has_prev_kv());
+    EXPECT_EQ((*r)[3].code(), CommandResult::COMPARE_FAILED);
+    EXPECT_EQ((*r)[3].prev_kv().mod_revision(), rev + 5);
+    EXPECT_EQ((*r)[3].prev_kv().value(), "y");
+    EXPECT_EQ((*r)[4].prev_kv().value(), "y");
+    EXPECT_EQ((*r)[5].code(), CommandResult::OK);
+    EXPECT_FALSE((*r)[5].has_prev_kv());
+    EXPECT_EQ(ValueOf(a), "<absent>");
+    auto kv = sm_->Get(b);
+    ASSERT_TRUE(kv.ok() && kv->has_value());
+    EXPECT_EQ((*kv)->value(), "w");
+    EXPECT_EQ((*kv)->create_revision(), rev + 2);
+    EXPECT_EQ((*kv)->mod_revision(), rev + 6);
+    EXPECT_EQ((*kv)->version(), 3);
+    // A retry gets the stored result, old value included.
+    auto retry =
+        sm_->Apply({Normal(base + 9, Put(b, "w", client, 1))}, [](uint64_t) { return false; });
+    ASSERT_TRUE(retry.ok()) << retry.status();
+    EXPECT_EQ((*retry)[0].prev_kv().value(), "y");
+    EXPECT_EQ((*retry)[0].revision(), rev + 6);
+  }
+}
+
 TEST_F(StateMachineTest, DeleteRemovesKeyAndMissingKeyIsNotFound) {
   Run(Put("a", "1"));
   CommandResult r = Run(Del("a"));
