@@ -157,19 +157,8 @@ absl::StatusOr<std::optional<std::string>> ReadActive(const std::string& dir) {
 
 namespace {
 
-// A row cache entry: a stored key's value and revisions.
-struct Row {
-  std::string value;
-  int64_t create_revision;
-  int64_t mod_revision;
-  int64_t version;
-};
-
-void DeleteRow(const leveldb::Slice& /*key*/, void* row) { delete static_cast<Row*>(row); }
-
-std::unique_ptr<leveldb::Cache> NewRowCache(size_t bytes) {
-  if (bytes == 0) return nullptr;
-  return std::unique_ptr<leveldb::Cache>(leveldb::NewLRUCache(bytes));
+std::unique_ptr<RowCache> NewRowCache(size_t bytes) {
+  return bytes == 0 ? nullptr : std::make_unique<RowCache>(bytes);
 }
 
 }  // namespace
@@ -433,12 +422,8 @@ absl::Status StateMachine::LoadPrev(std::string_view key, Pending& p, Prev* prev
     return absl::OkStatus();
   }
   if (rows_ != nullptr) {
-    if (leveldb::Cache::Handle* h = rows_->Lookup(leveldb::Slice(key.data(), key.size()))) {
-      // The row stays cached after the release: only the row cache's update
-      // after this call's write inserts or erases anything.
-      const Row& row = *static_cast<const Row*>(rows_->Value(h));
-      *prev = Prev{true, &row.value, row.create_revision, row.mod_revision, row.version};
-      rows_->Release(h);
+    if (const RowCache::Row* row = rows_->Find(key)) {
+      *prev = Prev{true, &row->value, row->create_revision, row->mod_revision, row->version};
       return absl::OkStatus();
     }
   }
@@ -740,15 +725,12 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(
     if (rows_ != nullptr) {
       // The commands are done with: their values move into the cache.
       for (auto& [k, pending] : p.kvs) {
-        const leveldb::Slice key(k.data(), k.size());
         if (pending.value == nullptr) {
-          rows_->Erase(key);
+          rows_->Erase(k);
           continue;
         }
-        Row* row = new Row{std::move(*pending.value), pending.create_revision,
-                           pending.mod_revision, pending.version};
-        const size_t charge = sizeof(Row) + k.size() + row->value.capacity() + 64;
-        rows_->Release(rows_->Insert(key, row, charge, &DeleteRow));
+        rows_->Put(k, RowCache::Row{std::move(*pending.value), pending.create_revision,
+                                    pending.mod_revision, pending.version});
       }
     }
   }

@@ -59,6 +59,7 @@
 #include "leveldb/env.h"
 #include "leveldb/write_batch.h"
 #include "raft/log_storage.h"
+#include "storage/row_cache.h"
 #include "storage/key_filter.h"
 #include "raftkv/v1/state_machine.pb.h"
 
@@ -365,10 +366,10 @@ class StateMachine {
   // Owned by the apply thread: reused by Apply so that its buffer keeps the
   // capacity of earlier batches.
   leveldb::WriteBatch apply_batch_;
-  // Owned by the apply thread: user key -> Row (state_machine.cc), exactly
+  // Owned by the apply thread: user key -> row (row_cache.h), exactly
   // as in the live database: updated after each Apply's write, replaced by
   // FinishImport. Null when options_.row_cache_bytes is 0.
-  std::unique_ptr<leveldb::Cache> rows_;
+  std::unique_ptr<RowCache> rows_;
   // Owned by the apply thread: every user key stored in the live database
   // was added (built by BuildKeyFilter at Open and FinishImport, and by Apply
   // after each write), so a key it does not contain is absent.
