@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -679,23 +680,35 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(
     uint64_t expiry_resume = 0;
     absl::Status s = ExpireSessions(applied, first_new, p, &batch, &expiry_resume);
     if (!s.ok()) return s;
-    // The batch's order does not matter: each key appears at most once.
+    // Each key appears at most once, so any order is correct; key order is
+    // cheaper. LevelDB inserts a batch's records into its memtable one by
+    // one, each a walk down a skiplist whose every step, in a memtable of
+    // tens of thousands of random keys, misses the cache (a quarter of a
+    // follower's CPU under 1,000 clients' puts). In key order each walk
+    // shares the previous one's upper levels, already cached.
+    std::vector<std::pair<std::string_view, PendingKv*>> sorted;
+    sorted.reserve(p.kvs.size());
+    for (auto& [k, pending] : p.kvs) sorted.emplace_back(k, &pending);
+    std::sort(sorted.begin(), sorted.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
     std::string& key = p.db_key;
     std::string& buf = p.db_value;
     KeyValue kv;
-    for (const auto& [k, pending] : p.kvs) {
+    for (const auto& [k, pending] : sorted) {
       key.assign(1, internal::kDataPrefix);
       key.append(k);
-      if (pending.value == nullptr) {
+      if (pending->value == nullptr) {
         batch.Delete(key);
         continue;
       }
-      kv.set_value(*pending.value);
-      kv.set_create_revision(pending.create_revision);
-      kv.set_mod_revision(pending.mod_revision);
-      kv.set_version(pending.version);
+      // Lent to the record for its serialization, not copied.
+      kv.mutable_value()->swap(*pending->value);
+      kv.set_create_revision(pending->create_revision);
+      kv.set_mod_revision(pending->mod_revision);
+      kv.set_version(pending->version);
       buf.clear();
       kv.AppendToString(&buf);
+      kv.mutable_value()->swap(*pending->value);
       batch.Put(key, buf);
     }
     for (const auto& [client, session] : p.sessions) {
