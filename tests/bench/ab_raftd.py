@@ -115,6 +115,7 @@ def main():
         raise Failure(f"no raftkv-bench at {bench} (build the raftkv-bench target first)")
     raftd_a = args.raftd or compare_etcd.find_raftd(args.build_dir)
     raftd_b = args.raftd_b or raftd_a
+    raftctl = compare_etcd.find_program(args.build_dir, "raftctl")
     for path in (raftd_a, raftd_b):
         if not os.access(path, os.X_OK):
             raise Failure(f"raftd {path} is not an executable")
@@ -149,6 +150,7 @@ def main():
                 started[name] = cluster
             for cluster in started.values():
                 compare_etcd.wait_ports(cluster)
+                compare_etcd.raftkv_leader(cluster, raftctl)
             log(f"placement {placement + 1}: {order[0]} started first, {order[1]} second")
             pairs = []
             for i in range(args.pairs // 2):

@@ -293,11 +293,42 @@ def etcd_leader(cluster, timeout_s=30):
 
 
 def find_raftd(build_dir):
-    for rel in ("service/raftd", "raftd"):
+    return find_program(build_dir, "raftd")
+
+
+def find_program(build_dir, name):
+    for rel in (f"service/{name}", name):
         p = os.path.join(build_dir, rel)
         if os.access(p, os.X_OK):
             return p
-    raise Failure(f"no raftd under {build_dir} (build the raftd target first)")
+    raise Failure(f"no {name} under {build_dir} (build the {name} target first)")
+
+
+def raftkv_leader(cluster, raftctl, timeout_s=30):
+    """The id of raftkv's leader once every node names it (`raftctl status`).
+    A fresh cluster elects one only after an election timeout (a second or
+    two), and until then a node answers writes with "no leader": a load
+    spread over all nodes would measure that instead of the system."""
+    found = {}
+
+    def ready():
+        cluster.check_alive()
+        r = subprocess.run([raftctl, "--endpoints=" + ",".join(cluster.endpoints()),
+                            "--timeout_ms=2000", "-w", "json", "status"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            return False
+        try:
+            leaders = {s["status"].get("leader_id", "0") for s in json.loads(r.stdout)}
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return False
+        if len(leaders) != 1 or "0" in leaders:
+            return False
+        found["leader"] = leaders.pop()
+        return True
+
+    wait_until("a raftkv leader known to every node", ready, timeout_s, poll_s=0.2)
+    return found["leader"]
 
 
 def start_raftkv(root, raftd, ports, extra_args):
@@ -695,11 +726,12 @@ def main():
     bench = args.bench or os.path.join(args.build_dir, "bench", "raftkv-bench")
     if not os.access(bench, os.X_OK):
         raise Failure(f"no raftkv-bench at {bench} (build the raftkv-bench target first)")
-    raftd = None
+    raftd = raftctl = None
     if "raftkv" in systems:
         raftd = args.raftd or find_raftd(args.build_dir)
         if not os.access(raftd, os.X_OK):
             raise Failure(f"raftd {raftd} is not an executable")
+        raftctl = find_program(args.build_dir, "raftctl")
     if "etcd" in systems:
         ensure_etcd()
 
@@ -744,10 +776,11 @@ def main():
             log(f"etcd {clusters['etcd'].endpoints()} up, leader {leader}")
         if "raftkv" in systems:
             wait_ports(clusters["raftkv"])
+            leader = raftkv_leader(clusters["raftkv"], raftctl)
             # raftkv-bench finds the leader itself through Cluster/Status.
             eps = clusters["raftkv"].endpoints()
             targets["raftkv"] = {"leader": eps, "all": eps}
-            log(f"raftkv {eps} up")
+            log(f"raftkv {eps} up, leader node {leader}")
 
         # A bench run takes at most warm-up + duration + the call timeout.
         worst_run = warmup + duration + 10 + 5
