@@ -28,7 +28,8 @@ class LogBackend {
   virtual const raft::LogStorage* view() const = 0;
   // Persists `entries` (replacing any stored suffix from entries[0].index on)
   // and `hard_state` in one write, synced when `sync` (Ready::must_sync).
-  virtual absl::Status Save(const std::vector<raft::Entry>& entries,
+  // The entries are taken by value: a caller done with them moves them in.
+  virtual absl::Status Save(std::vector<raft::Entry> entries,
                             const std::optional<raft::HardState>& hard_state, bool sync) = 0;
 };
 

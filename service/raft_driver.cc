@@ -587,7 +587,8 @@ void RaftDriver::HandleReadies() {
     // synced write, and let the acknowledgements go as soon as it returns.
     if (rd.must_sync && transport_->WaitingOnWrite(/*queued=*/true)) CompleteSends();
     if (rd.MustPersist()) {
-      if (absl::Status s = log_->Save(rd.entries, rd.hard_state, rd.must_sync); !s.ok()) {
+      if (absl::Status s = log_->Save(std::move(rd.entries), rd.hard_state, rd.must_sync);
+          !s.ok()) {
         // Acknowledging anything now could lose acknowledged writes.
         spdlog::critical("persisting the Raft log failed: {}", s.ToString());
         std::abort();

@@ -17,9 +17,9 @@ class LevelDbLog : public LogBackend {
  public:
   explicit LevelDbLog(std::unique_ptr<storage::LogStore> store) : store_(std::move(store)) {}
   const raft::LogStorage* view() const override { return store_.get(); }
-  absl::Status Save(const std::vector<raft::Entry>& entries,
+  absl::Status Save(std::vector<raft::Entry> entries,
                     const std::optional<raft::HardState>& hard_state, bool sync) override {
-    return store_->Save(entries, hard_state, sync);
+    return store_->Save(std::move(entries), hard_state, sync);
   }
 
  private:

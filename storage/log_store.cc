@@ -300,7 +300,7 @@ absl::Status LogStore::ValidateHardState(const HardState& hs, uint64_t new_last)
   return absl::OkStatus();
 }
 
-absl::Status LogStore::Save(const std::vector<Entry>& entries,
+absl::Status LogStore::Save(std::vector<Entry> entries,
                             const std::optional<HardState>& hard_state, bool sync) {
   if (entries.empty() && !hard_state.has_value()) return absl::OkStatus();
   absl::MutexLock l(&mu_);
@@ -381,11 +381,8 @@ absl::Status LogStore::Save(const std::vector<Entry>& entries,
 
   if (!entries.empty()) {
     TruncateCacheFrom(entries.front().index());
-    last_index_ = entries.front().index() - 1;
-    for (const Entry& e : entries) {
-      AppendToCache(e);
-      last_index_ = e.index();
-    }
+    last_index_ = entries.back().index();
+    for (Entry& e : entries) AppendToCache(std::move(e));
   }
   if (hard_state.has_value()) {
     hard_state_ = *hard_state;
@@ -547,13 +544,13 @@ void LogStore::CompactCacheTo(uint64_t index) {
   }
 }
 
-void LogStore::AppendToCache(const Entry& e) {
+void LogStore::AppendToCache(Entry e) {
   if (term_runs_.empty() || term_runs_.back().second != e.term()) {
     term_runs_.emplace_back(e.index(), e.term());
   }
   if (options_.entry_cache_bytes == 0) return;
-  cache_.push_back(e);
   cache_bytes_ += e.ByteSizeLong();
+  cache_.push_back(std::move(e));
   // Keep at least the newest entry so the cache stays anchored at the end.
   while (cache_.size() > 1 && cache_bytes_ > options_.entry_cache_bytes) {
     cache_bytes_ -= cache_.front().ByteSizeLong();

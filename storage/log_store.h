@@ -111,7 +111,8 @@ class LogStore : public raft::LogStorage {
   // entry rewritten with another term, and the hard state invariants above.
   // `sync` = false skips the fsync (for a Ready whose must_sync is false: a
   // commit-only hard state); options.sync = false disables it always.
-  absl::Status Save(const std::vector<raft::Entry>& entries,
+  // The entries are taken by value: those saved move into the entry cache.
+  absl::Status Save(std::vector<raft::Entry> entries,
                     const std::optional<raft::HardState>& hard_state, bool sync = true);
 
   // Drops entries <= index in one batch and records (index, Term(index),
@@ -158,7 +159,7 @@ class LogStore : public raft::LogStorage {
   void TruncateCacheFrom(uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops cached terms and entries up to and including `index`.
   void CompactCacheTo(uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AppendToCache(const raft::Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AppendToCache(raft::Entry e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   const std::string dir_;
