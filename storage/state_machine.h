@@ -26,9 +26,10 @@
 // are checked by Validate() before proposing, so nodes with different limits
 // cannot diverge).
 //
-// CPU: every write needs its key's previous value (for prev_kv, version and
-// create_revision). A row cache of recently written keys, used only by the
-// apply thread and kept equal to the database, answers most of those lookups
+// CPU: every write needs its key's previous row (version and create_revision;
+// the old value only for prev_kv). A row cache of recently written keys
+// (row_cache.h), used only by the apply thread and kept equal to the
+// database, answers most of those lookups
 // without LevelDB; a filter of every stored key (key_filter.h) answers those
 // of keys never stored, which LevelDB finds absent only after walking both
 // memtables and probing every level; a block cache of its own (blocks
@@ -59,8 +60,8 @@
 #include "leveldb/env.h"
 #include "leveldb/write_batch.h"
 #include "raft/log_storage.h"
-#include "storage/row_cache.h"
 #include "storage/key_filter.h"
+#include "storage/row_cache.h"
 #include "raftkv/v1/state_machine.pb.h"
 
 namespace raftkv::storage {
