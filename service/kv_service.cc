@@ -383,7 +383,9 @@ class WriteCall final : public UnaryCall<M>, public WriteWaiter {
     this->FinishClaimed(s);
   }
   void Failed(const absl::Status& s) override { this->FinishWithHints(ToGrpc(s)); }
-  // The request's flags stay as received (Build moves only key and value).
+  // Read on the apply thread, after the hand-off to the Raft thread; the
+  // queue thread no longer changes the request by then (Build moved only
+  // its key and value, before proposing).
   bool WantsPrevKv() const override { return M::WantsPrevKv(this->req_); }
 
  private:

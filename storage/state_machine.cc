@@ -418,13 +418,13 @@ absl::Status StateMachine::LoadPrev(std::string_view key, Pending& p, Prev* prev
   if (it != p.kvs.end()) {
     const PendingKv& kv = it->second;
     if (kv.value != nullptr) {
-      *prev = Prev{true, kv.value, kv.create_revision, kv.mod_revision, kv.version};
+      *prev = Prev{kv.value, kv.create_revision, kv.mod_revision, kv.version};
     }
     return absl::OkStatus();
   }
   if (rows_ != nullptr) {
     if (const RowCache::Row* row = rows_->Find(key)) {
-      *prev = Prev{true, &row->value, row->create_revision, row->mod_revision, row->version};
+      *prev = Prev{&row->value, row->create_revision, row->mod_revision, row->version};
       return absl::OkStatus();
     }
   }
@@ -437,7 +437,7 @@ absl::Status StateMachine::LoadPrev(std::string_view key, Pending& p, Prev* prev
   if (!p.db_kv.ParseFromString(p.db_value)) {
     return Corrupt({kKind, DbDir()}, "a stored value does not parse");
   }
-  *prev = Prev{true, &p.db_kv.value(), p.db_kv.create_revision(), p.db_kv.mod_revision(),
+  *prev = Prev{&p.db_kv.value(), p.db_kv.create_revision(), p.db_kv.mod_revision(),
                p.db_kv.version()};
   return absl::OkStatus();
 }
@@ -490,7 +490,7 @@ absl::Status StateMachine::ApplyCommand(Command& cmd, bool want_prev, Pending& p
   Prev prev;
   absl::Status s = LoadPrev(*key, p, &prev);
   if (!s.ok()) return s;
-  const bool exists = prev.exists;
+  const bool exists = prev.value != nullptr;
   // A failed compare-and-swap's answer names the key's mod revision.
   if (exists && (want_prev || cmd.op_case() == Command::kCompareAndSwap)) {
     KeyValue* kv = r->mutable_prev_kv();

@@ -289,11 +289,11 @@ class StateMachine {
     uint64_t last_index = 0;
     size_t result = 0;
   };
-  // A key as it was before the current command. `value` points into the
-  // call's pending writes, the row cache or Pending::db_kv: valid until the
-  // next LoadPrev or the row cache's update after the call's write.
+  // A key as it was before the current command; value == nullptr: absent.
+  // `value` points into the call's pending writes, the row cache or
+  // Pending::db_kv: valid until the next LoadPrev or the row cache's update
+  // after the call's write.
   struct Prev {
-    bool exists = false;
     const std::string* value = nullptr;
     int64_t create_revision = 0;
     int64_t mod_revision = 0;
