@@ -56,11 +56,11 @@ struct DriverOptions {
   int tick_ms = 100;        // one core tick = one heartbeat interval
   int election_ticks = 10;  // election timeout in ticks
   bool thrifty_replication = true;  // raft::Config::thrifty_replication
-  // After a turn in which this node, as leader, committed entries, or while
-  // its entries wait for acknowledgements, how long the Raft thread polls
-  // its queue (yielding between polls) before it sleeps: the next writes or
-  // the acknowledgements tend to come within tens of microseconds
-  // (--raft_poll_us; queue_poll.h).
+  // After a turn in which this node, as leader, committed entries, while
+  // its entries wait for acknowledgements, or while a lone read waits for its
+  // heartbeat round, how long the Raft thread polls its queue (yielding
+  // between polls) before it sleeps: the next writes or the acknowledgements
+  // tend to come within tens of microseconds (--raft_poll_us; queue_poll.h).
   absl::Duration leader_poll = absl::Microseconds(100);
 };
 

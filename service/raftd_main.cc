@@ -81,11 +81,12 @@ ABSL_FLAG(int, kv_poll_us, 100,
           "halt), for up to that much CPU per call when the node is otherwise idle. "
           "Env: RAFTKV_KV_POLL_US.");
 ABSL_FLAG(int, raft_poll_us, 100,
-          "Once a leader's Raft thread has committed writes, or while writes wait for "
-          "acknowledgements, microseconds it polls its queue for the next event before it "
-          "sleeps (0..10000; 0: sleep at once). Between polls it yields the core to any other "
-          "runnable thread. Saves wake-ups on a write's path, for up to twice that much CPU "
-          "per write when the node is otherwise idle. Env: RAFTKV_RAFT_POLL_US.");
+          "Once a leader's Raft thread has committed writes, while writes wait for "
+          "acknowledgements, or while a lone linearizable read waits for its heartbeat round, "
+          "microseconds it polls its queue for the next event before it sleeps (0..10000; 0: "
+          "sleep at once). Between polls it yields the core to any other runnable thread. Saves "
+          "wake-ups on a write's or read's path, for up to twice that much CPU per request when "
+          "the node is otherwise idle. Env: RAFTKV_RAFT_POLL_US.");
 ABSL_FLAG(bool, cork_client_answers, true,
           "Hold back the TCP segments of a batch of answers on the client connections "
           "(TCP_CORK) until the whole batch is answered, so that a connection's answers leave "
