@@ -61,7 +61,7 @@ struct DriverOptions {
   // heartbeat round, how long the Raft thread polls its queue (yielding
   // between polls) before it sleeps: the next writes or the acknowledgements
   // tend to come within tens of microseconds (--raft_poll_us; queue_poll.h).
-  absl::Duration leader_poll = absl::Microseconds(100);
+  absl::Duration leader_poll = absl::Microseconds(200);
 };
 
 class RaftDriver {

@@ -80,7 +80,7 @@ ABSL_FLAG(int, kv_poll_us, 100,
           "request of a client that sends its next one at once (costly on VMs whose idle vCPUs "
           "halt), for up to that much CPU per call when the node is otherwise idle. "
           "Env: RAFTKV_KV_POLL_US.");
-ABSL_FLAG(int, raft_poll_us, 100,
+ABSL_FLAG(int, raft_poll_us, 200,
           "Once a leader's Raft thread has committed writes, while writes wait for "
           "acknowledgements, or while a lone linearizable read waits for its heartbeat round, "
           "microseconds it polls its queue for the next event before it sleeps (0..10000; 0: "

@@ -94,7 +94,7 @@ TEST(ValidateConfigTest, KvPollDefaultsToAHundredMicrosecondsAndIsBounded) {
 }
 
 TEST(ValidateConfigTest, RaftPollDefaultsToAHundredMicrosecondsAndIsBounded) {
-  EXPECT_EQ(Valid().raft_poll_us, 100);
+  EXPECT_EQ(Valid().raft_poll_us, 200);
   ExpectBounds(&NodeConfig::raft_poll_us, {0, 100, 10000}, {-1, 10001}, "--raft_poll_us");
 }
 
