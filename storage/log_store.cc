@@ -211,7 +211,10 @@ absl::Status LogStore::UpgradeFromFormat1() {
 absl::Status LogStore::Write(leveldb::WriteBatch* batch, absl::string_view what, bool sync) {
   leveldb::WriteOptions wo;
   wo.sync = options_.sync && sync;
-  return FromLevelDb({"raft log store", dir_}, what, db_->Write(wo, batch));
+  // On every Ready: the error's DbName (a copy of dir_) only on failure.
+  leveldb::Status s = db_->Write(wo, batch);
+  if (s.ok()) return absl::OkStatus();
+  return FromLevelDb({"raft log store", dir_}, what, s);
 }
 
 absl::Status LogStore::CheckIdentity(const std::string& cluster_id, uint64_t node_id) {

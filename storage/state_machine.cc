@@ -722,9 +722,11 @@ absl::StatusOr<std::vector<CommandResult>> StateMachine::Apply(
       batch.Put(internal::ExpiryKey(session.last_index, client), "");
     }
     batch.Put(internal::kStateKey, internal::EncodeState(applied, applied_term, p.revision));
-    s = FromLevelDb({kKind, DbDir()}, absl::StrCat("apply entries up to ", applied),
-                    db_->Write(leveldb::WriteOptions(), &batch));
-    if (!s.ok()) return s;
+    // The error's context (a path, a message) is built only on failure:
+    // DbDir() and StrCat were 14% of a lone put's apply.
+    if (leveldb::Status ls = db_->Write(leveldb::WriteOptions(), &batch); !ls.ok()) {
+      return FromLevelDb({kKind, DbDir()}, absl::StrCat("apply entries up to ", applied), ls);
+    }
     revision = p.revision;
     expiry_scan_from_ = expiry_resume;
     // Only keys this call created: every other stored key is in the filter
