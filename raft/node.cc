@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <iterator>
 #include <set>
 #include <utility>
 #include <variant>
@@ -156,7 +157,7 @@ class NodeImpl final : public Node {
     }
   }
 
-  absl::Status Step(const Message& msg) override {
+  absl::Status Step(Message msg) override {
     if (msg.body_case() == Message::BODY_NOT_SET) {
       return absl::InvalidArgumentError("raft message has no body");
     }
@@ -633,7 +634,7 @@ class NodeImpl final : public Node {
 
   // ---- Follower ----
 
-  void StepFollower(const Message& msg) {
+  void StepFollower(Message& msg) {
     switch (msg.body_case()) {
       case Message::kAppendRequest:
         election_elapsed_ = 0;
@@ -653,8 +654,9 @@ class NodeImpl final : public Node {
     }
   }
 
-  void HandleAppend(const Message& msg) {
-    const auto& req = msg.append_request();
+  // Takes the message's entries (moved into the log, not copied).
+  void HandleAppend(Message& msg) {
+    auto& req = *msg.mutable_append_request();
     Message out = Envelope(msg.from());
     auto* resp = out.mutable_append_response();
     resp->set_term(term_);
@@ -669,7 +671,8 @@ class NodeImpl final : public Node {
       resp->set_match_index(log_.committed());
     } else if (auto last_new = log_.MaybeAppend(
                    req.prev_log_index(), req.prev_log_term(),
-                   std::vector<Entry>(req.entries().begin(), req.entries().end()),
+                   std::vector<Entry>(std::make_move_iterator(req.mutable_entries()->begin()),
+                                      std::make_move_iterator(req.mutable_entries()->end())),
                    config_.testing_bugs.skip_log_consistency_check)) {
       log_.CommitTo(std::min(req.leader_commit(), *last_new));
       resp->set_success(true);
@@ -722,7 +725,7 @@ class NodeImpl final : public Node {
 
   // ---- Candidates ----
 
-  void StepPreCandidate(PreCandidateRole& role, const Message& msg) {
+  void StepPreCandidate(PreCandidateRole& role, Message& msg) {
     switch (msg.body_case()) {
       case Message::kAppendRequest:
       case Message::kSnapshotRequest:
@@ -747,7 +750,7 @@ class NodeImpl final : public Node {
     }
   }
 
-  void StepCandidate(CandidateRole& role, const Message& msg) {
+  void StepCandidate(CandidateRole& role, Message& msg) {
     switch (msg.body_case()) {
       case Message::kAppendRequest:
       case Message::kSnapshotRequest:

@@ -186,8 +186,10 @@ class Node {
   // One unit of logical time.
   virtual void Tick() = 0;
   // A message from a peer. Messages from unknown senders or for another node
-  // are ignored; a malformed message is an error and changes nothing.
-  virtual absl::Status Step(const Message& msg) = 0;
+  // are ignored; a malformed message is an error and changes nothing. Taken
+  // by value: an append's entries move into the log (pass an rvalue to
+  // spare the copy).
+  virtual absl::Status Step(Message msg) = 0;
   // Appends a normal entry carrying `data` if this node is the leader.
   virtual ProposeResult Propose(std::string data) = 0;
   // Asks for a linearizable read point. On the leader the request joins the

@@ -52,7 +52,7 @@ class RaftLog {
   // already have, truncating from the first conflict) and return the index of
   // the last new entry. Returns nullopt on mismatch.
   std::optional<uint64_t> MaybeAppend(uint64_t prev_index, uint64_t prev_term,
-                                      const std::vector<Entry>& entries, bool skip_check);
+                                      std::vector<Entry> entries, bool skip_check);
   // First index of the term of `index` at or below `index`, not scanning below
   // `floor` (for conflict hints).
   uint64_t FirstIndexOfTermAt(uint64_t index, uint64_t floor) const;

@@ -214,7 +214,7 @@ void RaftDriver::QueryStatus(std::function<void(const raft::NodeStatus&)> done) 
 }
 
 void RaftDriver::Run() {
-  transport_->Start(cq_, [this](const raft::Message& m) { Receive(m); });
+  transport_->Start(cq_, [this](raft::Message& m) { Receive(m); });
   const absl::Duration tick = absl::Milliseconds(options_.tick_ms);
   absl::Time next_tick = absl::Now() + tick;
   std::vector<Event> events;
@@ -398,17 +398,17 @@ void RaftDriver::SendOne(raft::Message m) {
   transport_->Send(std::move(out));
 }
 
-void RaftDriver::Receive(const raft::Message& m) {
+void RaftDriver::Receive(raft::Message& m) {
   if (m.has_forward_request()) {
     // The follower's answer goes back whatever happens: it waits for it.
     auto waiter = std::make_shared<ForwardedWriteWaiter>(this, m.from(), m.forward_request().id(),
                                                          m.forward_request().omit_prev_kv());
-    ProposeEvent p{m.forward_request().command(), waiter};
+    ProposeEvent p{std::move(*m.mutable_forward_request()->mutable_command()), waiter};
     Propose(p);
     return;
   }
   if (m.has_forward_response()) {
-    forward_answers_.push_back(m.forward_response());
+    forward_answers_.push_back(std::move(*m.mutable_forward_response()));
     return;
   }
   if (m.has_forward_read_request()) {
@@ -419,8 +419,9 @@ void RaftDriver::Receive(const raft::Message& m) {
     ForwardedReadAnswered(m.forward_read_response());
     return;
   }
-  if (absl::Status s = node_->Step(m); !s.ok()) {
-    spdlog::warn("dropped a malformed message from node {}: {}", m.from(), s.ToString());
+  const uint64_t from = m.from();
+  if (absl::Status s = node_->Step(std::move(m)); !s.ok()) {
+    spdlog::warn("dropped a malformed message from node {}: {}", from, s.ToString());
   }
 }
 

@@ -177,8 +177,9 @@ class RaftDriver {
   // on it. Raft thread, or Stop() when that thread never ran.
   void ShutdownQueue();
   void HandleEvents(std::vector<Event>& events);
-  // A message from a peer: forwarded writes here, everything else to the core.
-  void Receive(const raft::Message& m);
+  // A message from a peer, which it may take apart: forwarded writes here,
+  // everything else to the core.
+  void Receive(raft::Message& m);
   void Propose(ProposeEvent& p);
   void Forward(ForwardEvent& f);
   // Reads of one wake-up: a ReadIndex round here, or one request to the leader.

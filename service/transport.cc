@@ -324,7 +324,7 @@ class Transport::InboundStream final : public CqTag {
 
   void Deliver() {
     summary_.set_batches(summary_.batches() + 1);
-    for (const raft::Message& m : batch_.messages()) {
+    for (raft::Message& m : *batch_.mutable_messages()) {
       if (m.to() != transport_->self_id_ || m.from() != from_) continue;
       transport_->sink_(m);
     }

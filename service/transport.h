@@ -55,7 +55,8 @@ grpc::ChannelArguments PeerChannelArguments();
 class Transport {
  public:
   // Called for each message received, on the Raft thread.
-  using Sink = std::function<void(const raft::Message&)>;
+  // It may take the message apart (raft::Node::Step moves an append's entries).
+  using Sink = std::function<void(raft::Message&)>;
 
   Transport(uint64_t self_id, uint64_t cluster_id,
             const std::map<uint64_t, std::string>& peer_addrs, TransportOptions options = {});
