@@ -10,6 +10,7 @@
 #include <memory>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "raft/memory_storage.h"
 
 namespace raftkv::raft {
@@ -651,6 +652,54 @@ TEST(Replication, RejectedCommitOnlyAppendIsAnswered) {
   ASSERT_TRUE(answer.has_append_response());
   EXPECT_FALSE(answer.append_response().success());
   EXPECT_EQ(answer.append_response().conflict_index(), 1u);
+}
+
+// An append that repeats entries the follower already holds (a retry, or
+// two appends in flight that overlap) adds only the new ones, each with the
+// data the leader sent. Stepped as rvalues, as the driver does: the core
+// moves the entries out of the message.
+TEST(Replication, OverlappingAppendAddsOnlyTheNewEntries) {
+  MemoryStorage storage(ThreeVoters());
+  auto node = NodeOne(storage);
+  ASSERT_TRUE(node.ok());
+  auto append = [](uint64_t first, uint64_t last) {
+    Message m = AppendFromTwo(1);
+    auto* req = m.mutable_append_request();
+    req->set_prev_log_index(first - 1);
+    req->set_prev_log_term(first == 1 ? 0 : 1);
+    for (uint64_t i = first; i <= last; ++i) {
+      Entry* e = req->add_entries();
+      e->set_index(i);
+      e->set_term(1);
+      e->set_data(absl::StrCat("v", i));
+    }
+    return m;
+  };
+  // Persists the Ready's entries into `saved`; checks the acknowledgement.
+  auto persist = [&](uint64_t want_match, std::vector<Entry>* saved) {
+    Ready rd = (*node)->GetReady();
+    ASSERT_TRUE(storage.Append(rd.entries).ok());
+    if (rd.hard_state) storage.SetHardState(*rd.hard_state);
+    ASSERT_EQ(rd.messages_after_persist.size(), 1u);
+    EXPECT_TRUE(rd.messages_after_persist[0].append_response().success());
+    EXPECT_EQ(rd.messages_after_persist[0].append_response().match_index(), want_match);
+    *saved = rd.entries;
+    (*node)->Advance();
+  };
+  ASSERT_TRUE((*node)->Step(append(1, 2)).ok());
+  std::vector<Entry> first;
+  ASSERT_NO_FATAL_FAILURE(persist(2, &first));
+  ASSERT_EQ(first.size(), 2u);
+  ASSERT_TRUE((*node)->Step(append(1, 4)).ok());
+  std::vector<Entry> second;
+  ASSERT_NO_FATAL_FAILURE(persist(4, &second));
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(second[0].index(), 3u);
+  EXPECT_EQ(second[1].index(), 4u);
+  auto stored = storage.Entries(1, 5, UINT64_MAX);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(NormalData(*stored), (std::vector<std::string>{"v1", "v2", "v3", "v4"}));
+  EXPECT_TRUE((*node)->CheckInvariants().ok());
 }
 
 // Pipelining is bounded: at most max_inflight_appends unacknowledged
