@@ -39,7 +39,10 @@ struct DbName {
 
 // Converts a non-OK LevelDB status into an absl::Status naming the database
 // and, for corruption or I/O trouble, what an operator should do. `what` says
-// which operation failed ("open", "read log entry 17", ...).
+// which operation failed ("open", "read log entry 17", ...). An OK status
+// gives OK, but its arguments are built first (DbName copies a path): on a
+// path taken for every write, test s.ok() before calling it (LogStore::Write,
+// StateMachine::Apply).
 absl::Status FromLevelDb(const DbName& db, absl::string_view what, const leveldb::Status& s);
 
 // A DataLoss error for damage that LevelDB itself did not notice (a record
