@@ -654,7 +654,9 @@ class NodeImpl final : public Node {
     }
   }
 
-  // Takes the message's entries (moved into the log, not copied).
+  // Takes the message's entries (moved into the log, not copied). The
+  // repeated field keeps its size, so req.entries().empty() below still
+  // tells a commit-only append.
   void HandleAppend(Message& msg) {
     auto& req = *msg.mutable_append_request();
     Message out = Envelope(msg.from());

@@ -93,7 +93,7 @@ TEST(ValidateConfigTest, KvPollDefaultsToAHundredMicrosecondsAndIsBounded) {
   ExpectBounds(&NodeConfig::kv_poll_us, {0, 100, 10000}, {-1, 10001}, "--kv_poll_us");
 }
 
-TEST(ValidateConfigTest, RaftPollDefaultsToAHundredMicrosecondsAndIsBounded) {
+TEST(ValidateConfigTest, RaftPollDefaultsToTwoHundredMicrosecondsAndIsBounded) {
   EXPECT_EQ(Valid().raft_poll_us, 200);
   ExpectBounds(&NodeConfig::raft_poll_us, {0, 100, 10000}, {-1, 10001}, "--raft_poll_us");
 }
